@@ -1,0 +1,42 @@
+/**
+ * Small promise helpers shared by the relay and the client.
+ *
+ * @example
+ * ```ts
+ * await withTimeout(fetch("http://127.0.0.1:8080/"), 5_000); // rejects with TimeoutError after 5 s
+ * await delay(100);
+ * ```
+ * @module
+ */
+
+/** A wait that ran out of time. */
+export class TimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TimeoutError";
+  }
+}
+
+/** Resolves like `promise`, or rejects with `TimeoutError` after `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what = "operation"): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`${what} timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves after `ms`, or early (without error) when `signal` aborts. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

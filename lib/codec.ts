@@ -1,0 +1,202 @@
+/**
+ * The only code that turns frames into bytes and back.
+ *
+ * A frame is `[version u8][type u8][length u32 BE][payload: JSON, UTF-8]`.
+ * Decoders reject truncated, oversized, unknown-version, unknown-type and
+ * malformed input with a {@link FrameError}; nothing is buffered past
+ * {@link MAX_FRAME_BYTES}. After a head frame, the rest of a stream is raw
+ * body bytes: {@link FrameReader.rest} hands them on without copying.
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeFrame({ type: "ping", seq: 1 });
+ * const { frame } = decodeFrame(bytes)!; // { type: "ping", seq: 1 }
+ * ```
+ * @module
+ */
+import {
+  FRAME_TYPE_IDS,
+  type Frame,
+  type FrameOf,
+  FrameSchema,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+} from "./protocol.ts";
+
+/** Callbacks for {@link FrameReader.rest}. */
+export interface RestHooks {
+  onCancel?: (reason: unknown) => void;
+  onEnd?: () => void;
+}
+
+/** Bytes before the payload: version, type, length. */
+export const FRAME_HEADER_BYTES = 6;
+
+export type FrameErrorKind =
+  | "truncated"
+  | "oversized"
+  | "bad_version"
+  | "unknown_type"
+  | "malformed"
+  | "unexpected";
+
+/** Any input the decoder will not accept. */
+export class FrameError extends Error {
+  constructor(readonly kind: FrameErrorKind, message: string) {
+    super(message);
+    this.name = "FrameError";
+  }
+}
+
+const TYPE_BY_ID = new Map(Object.entries(FRAME_TYPE_IDS).map(([type, id]) => [id, type]));
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes one frame; throws `FrameError("oversized")` past the cap. */
+export function encodeFrame(frame: Frame): Uint8Array {
+  const payload = encoder.encode(JSON.stringify(frame));
+  if (payload.length > MAX_FRAME_BYTES) {
+    throw new FrameError("oversized", `${frame.type} frame is ${payload.length} bytes, over the cap`);
+  }
+  const bytes = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint8(0, PROTOCOL_VERSION);
+  view.setUint8(1, FRAME_TYPE_IDS[frame.type]);
+  view.setUint32(2, payload.length);
+  bytes.set(payload, FRAME_HEADER_BYTES);
+  return bytes;
+}
+
+/**
+ * Decodes the frame at the start of `bytes`. Returns `null` when more bytes are
+ * needed, else the frame and how many bytes it used. Throws `FrameError` as soon
+ * as the header alone proves the input bad, before waiting for a payload.
+ */
+export function decodeFrame(bytes: Uint8Array): { frame: Frame; size: number } | null {
+  if (bytes.length < FRAME_HEADER_BYTES) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint8(0);
+  if (version !== PROTOCOL_VERSION) {
+    throw new FrameError("bad_version", `frame version ${version}, expected ${PROTOCOL_VERSION}`);
+  }
+  const type = TYPE_BY_ID.get(view.getUint8(1));
+  if (!type) throw new FrameError("unknown_type", `unknown frame type ${view.getUint8(1)}`);
+  const length = view.getUint32(2);
+  if (length > MAX_FRAME_BYTES) {
+    throw new FrameError("oversized", `frame of ${length} bytes is over the ${MAX_FRAME_BYTES} cap`);
+  }
+  const size = FRAME_HEADER_BYTES + length;
+  if (bytes.length < size) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(decoder.decode(bytes.subarray(FRAME_HEADER_BYTES, size)));
+  } catch {
+    throw new FrameError("malformed", `${type} frame payload is not UTF-8 JSON`);
+  }
+  const parsed = FrameSchema.safeParse(json);
+  if (!parsed.success || parsed.data.type !== type) {
+    throw new FrameError("malformed", `${type} frame payload has the wrong shape`);
+  }
+  return { frame: parsed.data, size };
+}
+
+/**
+ * Reads frames from a byte stream, then (optionally) hands the remaining bytes
+ * on as a stream of their own.
+ */
+export class FrameReader {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #pending: Uint8Array = new Uint8Array(0);
+  #done = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.getReader();
+  }
+
+  /** Next frame, or `null` on a clean end of stream between frames. */
+  async read(): Promise<Frame | null> {
+    while (true) {
+      const decoded = decodeFrame(this.#pending);
+      if (decoded) {
+        this.#pending = this.#pending.subarray(decoded.size);
+        return decoded.frame;
+      }
+      if (this.#done || !(await this.#fill())) {
+        if (this.#pending.length === 0) return null;
+        throw new FrameError("truncated", "stream ended inside a frame");
+      }
+    }
+  }
+
+  /** Next frame, which must exist and be one of `types`. */
+  async expect<T extends Frame["type"]>(...types: T[]): Promise<FrameOf<T>> {
+    const frame = await this.read();
+    if (!frame) throw new FrameError("truncated", `stream ended, expected ${types.join(" or ")}`);
+    if (!types.includes(frame.type as T)) {
+      throw new FrameError("unexpected", `got ${frame.type}, expected ${types.join(" or ")}`);
+    }
+    return frame as FrameOf<T>;
+  }
+
+  /**
+   * The bytes after the last frame read, as a stream. `hooks.onCancel` runs when
+   * the consumer cancels it (to reset the other direction too); `hooks.onEnd`
+   * runs once when it ends in any way: done, failed or cancelled.
+   */
+  rest(hooks: RestHooks = {}): ReadableStream<Uint8Array> {
+    const reader = this.#reader;
+    let first: Uint8Array | null = this.#pending.length > 0 ? this.#pending : null;
+    this.#pending = new Uint8Array(0);
+    let ended = this.#done;
+    const end = () => {
+      if (!ended) (ended = true, hooks.onEnd?.());
+    };
+    if (this.#done) hooks.onEnd?.();
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (first) {
+          controller.enqueue(first);
+          first = null;
+          return;
+        }
+        if (ended) return controller.close();
+        try {
+          const { value, done } = await reader.read();
+          if (!done) return controller.enqueue(value);
+          end();
+          controller.close();
+        } catch (error) {
+          end();
+          controller.error(error);
+        }
+      },
+      cancel(reason) {
+        end();
+        hooks.onCancel?.(reason);
+        return reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Stops reading: tells the sender to stop (QUIC STOP_SENDING). */
+  cancel(reason?: unknown): Promise<void> {
+    return this.#reader.cancel(reason).catch(() => {});
+  }
+
+  async #fill(): Promise<boolean> {
+    const { value, done } = await this.#reader.read();
+    if (done) {
+      this.#done = true;
+      return false;
+    }
+    this.#pending = this.#pending.length === 0 ? value : concat(this.#pending, value);
+    return true;
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

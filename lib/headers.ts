@@ -1,0 +1,79 @@
+/**
+ * HTTP header rules at the tunnel's two edges: which headers are hop-by-hop
+ * (never forwarded), and the `X-Forwarded-*` headers the relay adds. Headers
+ * travel as `[name, value]` pairs so repeated ones (several `Set-Cookie`)
+ * survive exactly.
+ *
+ * @example
+ * ```ts
+ * const pairs = endToEndHeaders(new Headers({ connection: "close", accept: "*\/*" }));
+ * // [["accept", "*\/*"]]
+ * ```
+ * @module
+ */
+
+/** RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies still see. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+export type HeaderPairs = [string, string][];
+
+/** The headers a proxy forwards: all but hop-by-hop ones and those `Connection` names. */
+export function endToEndHeaders(headers: Headers | HeaderPairs): HeaderPairs {
+  const pairs: HeaderPairs = headers instanceof Headers ? headerPairs(headers) : headers;
+  const dropped = new Set(HOP_BY_HOP);
+  for (const [name, value] of pairs) {
+    if (name.toLowerCase() !== "connection") continue;
+    for (const token of value.split(",")) dropped.add(token.trim().toLowerCase());
+  }
+  return pairs.filter(([name]) => !dropped.has(name.toLowerCase()));
+}
+
+/** `Headers` as pairs, keeping each `Set-Cookie` apart (Headers joins the others with ", "). */
+export function headerPairs(headers: Headers): HeaderPairs {
+  const pairs: HeaderPairs = [];
+  for (const [name, value] of headers) {
+    if (name === "set-cookie") continue;
+    pairs.push([name, value]);
+  }
+  for (const cookie of headers.getSetCookie()) pairs.push(["set-cookie", cookie]);
+  return pairs;
+}
+
+/** What the relay tells the origin about the visitor. */
+export interface ForwardedInfo {
+  remoteAddr: string;
+  proto: "http" | "https";
+  host: string;
+}
+
+/** Adds `X-Forwarded-For` (appended to any earlier hops), `-Proto` and `-Host`. */
+export function withForwarded(pairs: HeaderPairs, info: ForwardedInfo): HeaderPairs {
+  const out: HeaderPairs = [];
+  let forwardedFor: string | undefined;
+  for (const pair of pairs) {
+    const name = pair[0].toLowerCase();
+    if (name === "x-forwarded-for") forwardedFor = forwardedFor ? `${forwardedFor}, ${pair[1]}` : pair[1];
+    else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") out.push(pair);
+  }
+  out.push(["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.remoteAddr}` : info.remoteAddr]);
+  out.push(["x-forwarded-proto", info.proto]);
+  out.push(["x-forwarded-host", info.host]);
+  return out;
+}
+
+/** Bytes the header block takes on the wire (name, ": ", value, CRLF), for the 431 cap. */
+export function headerBytes(pairs: HeaderPairs): number {
+  let total = 0;
+  for (const [name, value] of pairs) total += name.length + value.length + 4;
+  return total;
+}

@@ -1,0 +1,234 @@
+/**
+ * HTTP over one QUIC stream, both halves.
+ *
+ * - {@link forwardRequest} (relay): a visitor's request becomes a `request`
+ *   frame plus streamed body on a new stream; the client's `response` frame and
+ *   body become the visitor's `Response`.
+ * - {@link answerRequest} (client): reads that stream, replays the request to
+ *   the local origin with `node:http` (which, unlike `fetch`, leaves
+ *   `Content-Encoding` bodies alone), and streams the answer back.
+ *
+ * Bodies are never buffered: every write awaits the peer's flow control. An
+ * abort on either side resets the stream, and the other side turns that into a
+ * broken response or a destroyed origin request, never a clean short body.
+ *
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import { once } from "node:events";
+import { encodeFrame, FrameReader } from "./codec.ts";
+import type { FrameOf } from "./protocol.ts";
+import { errorPage } from "./pages.ts";
+import { endToEndHeaders, type HeaderPairs } from "./headers.ts";
+
+/** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
+export function hasNoBody(method: string, status: number): boolean {
+  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+export interface ForwardOptions {
+  /** How long to wait for the client's response head before answering 504. */
+  responseTimeoutMs: number;
+  /** Runs once when the exchange is over: body sent, failed or abandoned. */
+  onSettled?: () => void;
+}
+
+/** Relay side: sends `head` and `body` over a new stream on `conn`, returns the origin's answer. */
+export async function forwardRequest(
+  conn: Deno.QuicConn,
+  head: FrameOf<"request">,
+  body: ReadableStream<Uint8Array> | null,
+  options: ForwardOptions,
+): Promise<Response> {
+  const settled = (response: Response) => (options.onSettled?.(), response);
+  let stream: Deno.QuicBidirectionalStream;
+  try {
+    stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
+  } catch {
+    return settled(errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`));
+  }
+  const writer = stream.writable.getWriter();
+  const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
+  (async () => {
+    await writer.write(encodeFrame(head));
+    if (body) for await (const chunk of body) await writer.write(chunk);
+    await writer.close();
+  })().catch(abortUpload);
+
+  const reader = new FrameReader(stream.readable);
+  const fail = async (response: Response) => {
+    abortUpload("abandoned");
+    await reader.cancel("abandoned");
+    return settled(response);
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), options.responseTimeoutMs);
+  });
+  let answer: FrameOf<"response" | "error"> | "timeout";
+  try {
+    answer = await Promise.race([reader.expect("response", "error"), timeout]);
+  } catch {
+    return fail(errorPage(502, "client_failed", "The tunnel client dropped the request."));
+  } finally {
+    clearTimeout(timer);
+  }
+  if (answer === "timeout") {
+    return fail(errorPage(504, "origin_timeout", "The tunnel client did not answer in time."));
+  }
+  if (answer.type === "error") return fail(originErrorPage(answer));
+  let headers: Headers;
+  try {
+    headers = new Headers(answer.headers);
+  } catch {
+    return fail(errorPage(502, "origin_error", "The origin sent headers that are not valid HTTP."));
+  }
+  if (hasNoBody(head.method, answer.status)) {
+    await reader.cancel("no body");
+    return settled(new Response(null, { status: answer.status, headers }));
+  }
+  const responseBody = reader.rest({ onCancel: abortUpload, onEnd: options.onSettled });
+  return new Response(responseBody, { status: answer.status, headers });
+}
+
+function originErrorPage(frame: FrameOf<"error">): Response {
+  switch (frame.code) {
+    case "origin_refused":
+      return errorPage(502, "origin_refused", frame.message);
+    case "origin_timeout":
+      return errorPage(504, "origin_timeout", frame.message);
+    default:
+      return errorPage(502, "origin_error", frame.message);
+  }
+}
+
+/** Where the client sends requests: the developer's local server. */
+export interface Origin {
+  protocol: "http:" | "https:";
+  hostname: string;
+  port: number;
+}
+
+/** What happened to one request, for the client's one-line request log. */
+export interface RequestOutcome {
+  method: string;
+  target: string;
+  status: number;
+  durationMs: number;
+  error?: FrameOf<"error">;
+}
+
+export interface AnswerOptions {
+  origin: Origin;
+  /** How long the origin may take to send its response head. */
+  originTimeoutMs: number;
+  agent: http.Agent;
+}
+
+/** A keep-alive agent for talking to one origin, shared by all its requests. */
+export function originAgent(origin: Origin): http.Agent {
+  return origin.protocol === "https:"
+    // The origin is the developer's own server; dev certificates are usually self-signed.
+    ? new https.Agent({ keepAlive: true, rejectUnauthorized: false })
+    : new http.Agent({ keepAlive: true });
+}
+
+/** Client side: answers the `request` frame `head` read from `stream` by asking the origin. */
+export async function answerRequest(
+  head: FrameOf<"request">,
+  reader: FrameReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  options: AnswerOptions,
+): Promise<RequestOutcome> {
+  const started = performance.now();
+  const outcome = (status: number, error?: FrameOf<"error">): RequestOutcome => ({
+    method: head.method,
+    target: head.target,
+    status,
+    durationMs: performance.now() - started,
+    error,
+  });
+  const { origin } = options;
+  const request = (origin.protocol === "https:" ? https : http).request({
+    protocol: origin.protocol,
+    hostname: origin.hostname,
+    port: origin.port,
+    method: head.method,
+    path: head.target,
+    headers: toNodeHeaders(head.headers),
+    agent: options.agent,
+    setHost: false,
+  });
+  const upload = pipeToNode(reader.rest(), request);
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const response = await new Promise<http.IncomingMessage | FrameOf<"error">>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(errorFrame("origin_timeout", `The origin did not answer within ${options.originTimeoutMs} ms.`));
+      request.destroy();
+    }, options.originTimeoutMs);
+    request.once("response", resolve);
+    request.once("error", (error: NodeJS.ErrnoException) => {
+      resolve(
+        error.code === "ECONNREFUSED"
+          ? errorFrame("origin_refused", `Nothing answers at ${originLabel(origin)} (connection refused).`)
+          : errorFrame("origin_error", `The origin failed: ${error.message}`),
+      );
+    });
+  }).finally(() => clearTimeout(timer));
+  upload.catch(() => request.destroy());
+
+  if (!(response instanceof http.IncomingMessage)) {
+    await writer.write(encodeFrame(response)).then(() => writer.close()).catch(() => {});
+    await reader.cancel("origin failed");
+    return outcome(response.code === "origin_timeout" ? 504 : 502, response);
+  }
+  const status = response.statusCode ?? 502;
+  try {
+    await writer.write(encodeFrame({ type: "response", status, headers: rawPairs(response.rawHeaders) }));
+    for await (const chunk of response) await writer.write(chunk);
+    await writer.close();
+  } catch (error) {
+    // The origin broke mid-body, or the visitor went away: reset both ends.
+    response.destroy();
+    request.destroy();
+    await writer.abort(error).catch(() => {});
+    await reader.cancel(error);
+  }
+  return outcome(status);
+}
+
+function errorFrame(code: FrameOf<"error">["code"], message: string): FrameOf<"error"> {
+  return { type: "error", code, message };
+}
+
+/** `host:port` of the origin, as users typed it. */
+export function originLabel(origin: Origin): string {
+  return `${origin.hostname}:${origin.port}`;
+}
+
+async function pipeToNode(body: ReadableStream<Uint8Array>, request: http.ClientRequest) {
+  for await (const chunk of body) {
+    if (!request.write(chunk)) await once(request, "drain");
+  }
+  request.end();
+}
+
+function toNodeHeaders(pairs: HeaderPairs): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of pairs) {
+    const key = name.toLowerCase();
+    const existing = headers[key];
+    if (existing === undefined) headers[key] = value;
+    else if (Array.isArray(existing)) existing.push(value);
+    else headers[key] = [existing, value];
+  }
+  return headers;
+}
+
+function rawPairs(raw: string[]): HeaderPairs {
+  const pairs: HeaderPairs = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i], raw[i + 1]]);
+  return endToEndHeaders(pairs);
+}

@@ -1,0 +1,143 @@
+/**
+ * The reverprox wire protocol: every frame the relay and the client exchange,
+ * with its meaning, and the limits both sides hold. Only `codec.ts` turns these
+ * into bytes.
+ *
+ * One QUIC connection per client process. The client opens the control stream
+ * first (`hello` → `welcome` | `error`, then `ping`/`pong` both ways, `goodbye`
+ * to leave). The relay opens one bidirectional stream per public request
+ * (`request` head, body bytes; the client answers `response` head, body bytes)
+ * or per public TCP connection (`tcp-open`, then raw bytes both ways). Stream
+ * end is body end; a reset stream is an abort.
+ *
+ * @example
+ * ```ts
+ * const hello: Frame = { type: "hello", version: PROTOCOL_VERSION, tunnels: [{ kind: "http", name: "api" }] };
+ * ```
+ * @module
+ */
+import { z } from "zod";
+
+/** Bumped on any incompatible change; also the ALPN suffix. */
+export const PROTOCOL_VERSION = 1;
+/** ALPN protocol id: a relay and client of different versions fail the TLS handshake cleanly. */
+export const ALPN = `reverprox/${PROTOCOL_VERSION}`;
+/** Hard cap on one frame's payload, so a peer cannot make us buffer without bound. */
+export const MAX_FRAME_BYTES = 256 * 1024;
+/** Most tunnels one client connection may hold. */
+export const MAX_TUNNELS_PER_CLIENT = 64;
+
+/** Stable error codes carried by `error` frames; scripts may match on them. */
+export const ERROR_CODES = [
+  "bad_version",
+  "bad_frame",
+  "unauthorized",
+  "name_invalid",
+  "name_taken",
+  "too_many_tunnels",
+  "port_unavailable",
+  "origin_refused",
+  "origin_timeout",
+  "origin_error",
+  "upgrade_refused",
+  "internal",
+] as const;
+export type ErrorCode = typeof ERROR_CODES[number];
+
+const header = z.tuple([z.string().max(8192), z.string().max(65536)]);
+const tunnelKind = z.enum(["http", "tcp"]);
+
+/** What a client asks for, one per tunnel. */
+export const TunnelRequestSchema = z.object({
+  kind: tunnelKind,
+  /** DNS label for http tunnels; absent = the relay picks a random readable one. */
+  name: z.string().max(63).optional(),
+  /** Public port for tcp tunnels; absent = the relay picks one. */
+  remotePort: z.number().int().min(1).max(65535).optional(),
+});
+export type TunnelRequest = z.infer<typeof TunnelRequestSchema>;
+
+/** What the relay granted for one requested tunnel. */
+export const TunnelGrantSchema = z.object({
+  kind: tunnelKind,
+  name: z.string(),
+  url: z.string(),
+  remotePort: z.number().int().optional(),
+});
+export type TunnelGrant = z.infer<typeof TunnelGrantSchema>;
+
+/** Every frame on the wire, keyed by `type`. */
+export const FrameSchema = z.discriminatedUnion("type", [
+  /** Client → relay, first frame on the control stream: who I am and what I want. */
+  z.object({
+    type: z.literal("hello"),
+    version: z.number().int(),
+    token: z.string().max(4096).optional(),
+    /** Stable per-install secret; lets a restarted client reclaim its names within the grace period. */
+    clientId: z.string().min(16).max(128).optional(),
+    tunnels: z.array(TunnelRequestSchema).min(1).max(MAX_TUNNELS_PER_CLIENT),
+  }),
+  /** Relay → client: accepted; the public address of each tunnel, in request order. */
+  z.object({
+    type: z.literal("welcome"),
+    sessionId: z.string(),
+    tunnels: z.array(TunnelGrantSchema),
+    heartbeatMs: z.number().int().positive(),
+  }),
+  /** Either way: refusal or failure, with a stable code and a message for humans. */
+  z.object({
+    type: z.literal("error"),
+    code: z.enum(ERROR_CODES),
+    message: z.string().max(4096),
+  }),
+  /** Either way on the control stream: liveness probe. */
+  z.object({ type: z.literal("ping"), seq: z.number().int() }),
+  /** Answer to `ping` with the same `seq`. */
+  z.object({ type: z.literal("pong"), seq: z.number().int() }),
+  /** Client → relay: leaving on purpose; free my names now. */
+  z.object({ type: z.literal("goodbye"), reason: z.string().max(1024) }),
+  /** Relay → client, first frame of a request stream; the request body follows as raw bytes. */
+  z.object({
+    type: z.literal("request"),
+    tunnel: z.string(),
+    method: z.string().max(64),
+    target: z.string(),
+    headers: z.array(header),
+    remoteAddr: z.string().max(128),
+  }),
+  /** Client → relay, first frame of the answer; the response body follows as raw bytes. */
+  z.object({
+    type: z.literal("response"),
+    status: z.number().int().min(100).max(599),
+    headers: z.array(header),
+  }),
+  /** Relay → client, first frame of a public TCP connection; raw bytes follow both ways. */
+  z.object({
+    type: z.literal("tcp-open"),
+    tunnel: z.string(),
+    remoteAddr: z.string().max(128),
+  }),
+]);
+export type Frame = z.infer<typeof FrameSchema>;
+export type FrameOf<T extends Frame["type"]> = Extract<Frame, { type: T }>;
+
+/** Wire numbers of the frame types; never reuse a number. */
+export const FRAME_TYPE_IDS: Record<Frame["type"], number> = {
+  hello: 1,
+  welcome: 2,
+  error: 3,
+  ping: 4,
+  pong: 5,
+  goodbye: 6,
+  request: 7,
+  response: 8,
+  "tcp-open": 9,
+};
+
+/** An `error` frame turned into an exception, for code paths that throw. */
+export class ProtocolError extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}

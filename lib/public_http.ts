@@ -1,0 +1,155 @@
+/**
+ * The relay's public HTTP side: a Hono app that picks the tunnel from the Host
+ * header (`<name>.<domain>`) and hands the request to its owner, or answers
+ * with a plain page and the right status (404 unknown, 503 offline or
+ * overloaded, 413/414/431 too large).
+ *
+ * @example
+ * ```ts
+ * const app = createPublicApp({ domain: "localhost", ...limits, lookup: (name) => registry.lookup(name), info });
+ * Deno.serve({ port: 8080 }, app.fetch);
+ * ```
+ * @module
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { getConnInfo } from "hono/deno";
+import { errorPage } from "./pages.ts";
+import { endToEndHeaders, headerBytes, headerPairs, withForwarded } from "./headers.ts";
+import type { Lookup } from "./registry.ts";
+import type { FrameOf } from "./protocol.ts";
+import { getLogger } from "./log.ts";
+
+const log = getLogger(["reverprox", "http"]);
+
+/** A tunnel owner as the public side sees it. */
+export interface TunnelSession {
+  /** Sends the request through the tunnel; `onSettled` runs once the response body is done. */
+  forward(
+    head: FrameOf<"request">,
+    body: ReadableStream<Uint8Array> | null,
+    onSettled: () => void,
+  ): Promise<Response>;
+}
+
+/** Caps on what a visitor may send; each is answered with its own status. */
+export interface PublicLimits {
+  /** Total request header bytes before 431. */
+  maxHeaderBytes: number;
+  /** Request target bytes before 414. */
+  maxUrlBytes: number;
+  /** Request body bytes before 413; `undefined` = no cap. */
+  maxBodyBytes?: number;
+  /** Requests in flight on the whole relay before 503. */
+  maxInFlight: number;
+}
+
+export interface PublicAppOptions extends PublicLimits {
+  domain: string;
+  /** Scheme visitors used, for `X-Forwarded-Proto`. */
+  publicScheme: "http" | "https";
+  lookup(name: string): Lookup<TunnelSession>;
+  /** What the bare domain's `/.well-known/reverprox.json` says (CA, version). */
+  info(): Record<string, unknown>;
+  /** True while the relay drains for shutdown. */
+  draining(): boolean;
+}
+
+/** Builds the public app. */
+export function createPublicApp(options: PublicAppOptions): Hono {
+  const app = new Hono();
+  let inFlight = 0;
+
+  app.use(async (c, next) => {
+    const url = new URL(c.req.url);
+    if (url.pathname.length + url.search.length > options.maxUrlBytes) {
+      return errorPage(414, "uri_too_long", `The request target is over ${options.maxUrlBytes} bytes.`);
+    }
+    if (headerBytes(headerPairs(c.req.raw.headers)) > options.maxHeaderBytes) {
+      return errorPage(431, "headers_too_large", `The request headers are over ${options.maxHeaderBytes} bytes.`);
+    }
+    await next();
+  });
+
+  if (options.maxBodyBytes !== undefined) {
+    const limit = options.maxBodyBytes;
+    app.use(bodyLimit({
+      maxSize: limit,
+      onError: () => errorPage(413, "body_too_large", `The request body is over ${limit} bytes.`),
+    }));
+  }
+
+  app.all("*", async (c) => {
+    const host = hostName(c.req.header("host") ?? "");
+    const name = tunnelName(host, options.domain);
+    if (name === undefined) {
+      if (new URL(c.req.url).pathname === "/.well-known/reverprox.json") return c.json(options.info());
+      return c.text(`reverprox relay for *.${options.domain}\n`);
+    }
+    const found = options.lookup(name);
+    if (found.state === "unknown") {
+      return errorPage(404, "unknown_tunnel", `No tunnel is named "${name}" on this relay.`);
+    }
+    if (found.state === "offline") {
+      return errorPage(503, "tunnel_offline", `The tunnel "${name}" is offline; its client is reconnecting.`);
+    }
+    if (options.draining()) {
+      return errorPage(503, "relay_shutting_down", "The relay is restarting; try again in a moment.");
+    }
+    if (inFlight >= options.maxInFlight) {
+      log.warn("relay overloaded: {inFlight} requests in flight", { inFlight });
+      return errorPage(503, "relay_overloaded", "The relay is busy; try again in a moment.");
+    }
+    const request = c.req.raw;
+    const url = new URL(request.url);
+    const head: FrameOf<"request"> = {
+      type: "request",
+      tunnel: name,
+      method: request.method,
+      target: url.pathname + url.search,
+      headers: withForwarded(
+        // `Expect: 100-continue` was already answered by Deno.serve; the origin gets the body directly.
+        endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
+        { remoteAddr: getConnInfo(c).remote.address ?? "", proto: options.publicScheme, host },
+      ),
+      remoteAddr: getConnInfo(c).remote.address ?? "",
+    };
+    inFlight++;
+    let settled = false;
+    const settle = () => {
+      if (!settled) (settled = true, inFlight--);
+    };
+    try {
+      return await found.session.forward(head, request.body, settle);
+    } catch (error) {
+      settle();
+      throw error;
+    }
+  });
+
+  app.onError((error) => {
+    log.error("request failed: {error}", { error });
+    return errorPage(502, "client_failed", "The tunnel failed while forwarding the request.");
+  });
+  return app;
+}
+
+/** Lowercased host without port; `[::1]:8080` → `::1`. */
+export function hostName(hostHeader: string): string {
+  const host = hostHeader.trim().toLowerCase();
+  if (host.startsWith("[")) return host.slice(1, host.indexOf("]") > 0 ? host.indexOf("]") : undefined);
+  const colon = host.lastIndexOf(":");
+  return colon >= 0 ? host.slice(0, colon) : host;
+}
+
+/**
+ * The tunnel label of `host` under `domain`: `api.tunnel.example.com` → `api`.
+ * `undefined` for the bare domain or a foreign host (the relay's own pages);
+ * nested or malformed labels come back as written, to be answered 404.
+ */
+export function tunnelName(host: string, domain: string): string | undefined {
+  const suffix = `.${domain}`;
+  if (!host.endsWith(suffix)) return undefined;
+  const label = host.slice(0, -suffix.length);
+  return label.length > 0 ? label : undefined;
+}

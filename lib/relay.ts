@@ -1,0 +1,386 @@
+/**
+ * The relay: accepts client connections over QUIC, registers their tunnels,
+ * keeps them alive with heartbeats, and serves the public HTTP side.
+ *
+ * The story of one client: QUIC handshake → the client's control stream →
+ * `hello` (version, token, tunnels) → `welcome` with public URLs, or `error`
+ * → heartbeats both ways → `goodbye` (names freed now) or a lost connection
+ * (names held for the grace period, then recycled).
+ *
+ * @example
+ * ```ts
+ * const relay = await Relay.start({ ...DEFAULT_RELAY_OPTIONS, identity });
+ * console.log(relay.httpPort, relay.quicPort);
+ * await relay.shutdown();
+ * ```
+ * @module
+ */
+import { encodeFrame, FrameError, FrameReader } from "./codec.ts";
+import { forwardRequest } from "./http_bridge.ts";
+import { isValidName } from "./names.ts";
+import {
+  ALPN,
+  type ErrorCode,
+  type Frame,
+  type FrameOf,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type TunnelGrant,
+} from "./protocol.ts";
+import { createPublicApp, type PublicLimits, type TunnelSession } from "./public_http.ts";
+import { TunnelRegistry } from "./registry.ts";
+import type { RelayIdentity } from "./cert.ts";
+import { getLogger } from "./log.ts";
+import { sha256Hex } from "./tokens.ts";
+import { TimeoutError, withTimeout } from "./async.ts";
+
+const log = getLogger(["reverprox", "relay"]);
+
+/** QUIC close codes the relay uses; the reason string says more. */
+export const CloseCode = {
+  normal: 0,
+  refused: 1,
+  heartbeatMissed: 2,
+  replaced: 3,
+  shuttingDown: 4,
+  protocolError: 5,
+} as const;
+
+export interface RelayOptions extends PublicLimits {
+  /** Tunnels live at `<name>.<domain>`. */
+  domain: string;
+  /** Address both listeners bind. */
+  hostname: string;
+  /** Public HTTP port; 0 picks a free one. */
+  httpPort: number;
+  /** QUIC (UDP) port for clients; the same TCP port serves the CA for pinning. 0 picks a free one. */
+  quicPort: number;
+  identity: RelayIdentity;
+  /** SHA-256 hashes of accepted tokens; `null` = open relay. */
+  tokenHashes: Set<string> | null;
+  /** How long a dropped client's names stay reserved for it. */
+  graceMs: number;
+  heartbeatMs: number;
+  /** Time a new connection has to send its `hello`. */
+  handshakeTimeoutMs: number;
+  /** Time the client has to send a response head before the visitor gets 504. */
+  responseTimeoutMs: number;
+  /** How long shutdown waits for in-flight requests. */
+  drainTimeoutMs: number;
+  publicScheme: "http" | "https";
+  /** Port shown in public URLs, when a proxy in front of the relay differs from `httpPort`. */
+  publicPort?: number;
+}
+
+export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
+  domain: "localhost",
+  hostname: "0.0.0.0",
+  httpPort: 8080,
+  quicPort: 4433,
+  tokenHashes: null,
+  graceMs: 60_000,
+  heartbeatMs: 5_000,
+  handshakeTimeoutMs: 10_000,
+  responseTimeoutMs: 120_000,
+  drainTimeoutMs: 10_000,
+  maxHeaderBytes: 32 * 1024,
+  maxUrlBytes: 8 * 1024,
+  maxInFlight: 4096,
+  publicScheme: "http",
+};
+
+/** Missed heartbeats before a client is dropped. */
+const HEARTBEAT_MISSES = 3;
+
+/** One connected client and the tunnels it holds. */
+class ClientSession implements TunnelSession {
+  readonly id = crypto.randomUUID();
+  readonly names: string[] = [];
+  leftOnPurpose = false;
+  lastHeard = Date.now();
+
+  constructor(
+    readonly conn: Deno.QuicConn,
+    readonly ownerKey: string,
+    readonly control: WritableStreamDefaultWriter<Uint8Array>,
+    readonly responseTimeoutMs: number,
+  ) {}
+
+  forward(head: FrameOf<"request">, body: ReadableStream<Uint8Array> | null, onSettled: () => void) {
+    return forwardRequest(this.conn, head, body, {
+      responseTimeoutMs: this.responseTimeoutMs,
+      onSettled,
+    });
+  }
+
+  send(frame: Frame): Promise<void> {
+    return this.control.write(encodeFrame(frame));
+  }
+
+  close(code: number, reason: string): void {
+    try {
+      this.conn.close({ closeCode: code, reason });
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** A running relay; make one with {@link Relay.start}. */
+export class Relay {
+  readonly registry: TunnelRegistry<ClientSession>;
+  #sessions = new Set<ClientSession>();
+  #endpoint: Deno.QuicEndpoint;
+  #listener: Deno.QuicListener;
+  #http: Deno.HttpServer<Deno.NetAddr>;
+  #caServer: Deno.HttpServer<Deno.NetAddr>;
+  #draining = false;
+
+  private constructor(readonly options: RelayOptions) {
+    this.registry = new TunnelRegistry(options.graceMs);
+    this.#endpoint = new Deno.QuicEndpoint({ hostname: options.hostname, port: options.quicPort });
+    this.#listener = this.#endpoint.listen({
+      alpnProtocols: [ALPN],
+      cert: options.identity.certChain,
+      key: options.identity.key,
+      keepAliveInterval: options.heartbeatMs,
+      maxIdleTimeout: options.heartbeatMs * HEARTBEAT_MISSES,
+      // Clients open only their control stream.
+      maxConcurrentBidirectionalStreams: 1,
+      maxConcurrentUnidirectionalStreams: 0,
+    });
+    const app = createPublicApp({
+      ...options,
+      lookup: (name) => this.registry.lookup(name),
+      info: () => this.info(),
+      draining: () => this.#draining,
+    });
+    this.#http = Deno.serve({
+      hostname: options.hostname,
+      port: options.httpPort,
+      onListen: () => {},
+    }, app.fetch);
+    // The QUIC port number over TCP serves what a client needs before it can trust the relay.
+    this.#caServer = Deno.serve({
+      hostname: options.hostname,
+      port: this.#endpoint.addr.port,
+      onListen: () => {},
+    }, () => Response.json(this.info()));
+  }
+
+  /** Binds both listeners and starts accepting clients. */
+  static start(options: RelayOptions): Relay {
+    const relay = new Relay(options);
+    relay.#acceptLoop();
+    return relay;
+  }
+
+  get httpPort(): number {
+    return this.#http.addr.port;
+  }
+
+  get quicPort(): number {
+    return this.#endpoint.addr.port;
+  }
+
+  /** What clients fetch over TCP before their first QUIC handshake. */
+  info() {
+    return {
+      relay: "reverprox",
+      protocol: PROTOCOL_VERSION,
+      domain: this.options.domain,
+      fingerprint: this.options.identity.fingerprint,
+      caCert: this.options.identity.caCert,
+    };
+  }
+
+  /** Public URL of an http tunnel. */
+  publicUrl(name: string): string {
+    const { publicScheme, domain } = this.options;
+    const port = this.options.publicPort ?? this.httpPort;
+    const defaultPort = publicScheme === "https" ? 443 : 80;
+    return `${publicScheme}://${name}.${domain}${port === defaultPort ? "" : `:${port}`}`;
+  }
+
+  /** Stops accepting, drains in-flight requests, closes every client with a reason. */
+  async shutdown(reason = "relay shutting down"): Promise<void> {
+    this.#draining = true;
+    this.#listener.stop();
+    const drained = this.#http.shutdown();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      drained,
+      new Promise((resolve) => timer = setTimeout(resolve, this.options.drainTimeoutMs)),
+    ]);
+    clearTimeout(timer);
+    await this.#caServer.shutdown();
+    const closing = [...this.#sessions].map((session) => {
+      session.close(CloseCode.shuttingDown, reason);
+      return session.conn.closed.catch(() => {});
+    });
+    await Promise.all(closing);
+    this.registry.clear();
+    this.#endpoint.close();
+    await drained;
+  }
+
+  async #acceptLoop() {
+    try {
+      for await (const incoming of this.#listener) this.#accept(incoming);
+    } catch (error) {
+      if (!this.#draining) log.error("QUIC listener failed: {error}", { error });
+    }
+  }
+
+  async #accept(incoming: Deno.QuicIncoming) {
+    let conn: Deno.QuicConn;
+    try {
+      conn = await incoming.accept();
+    } catch (error) {
+      log.info("QUIC handshake from {addr} failed: {error}", {
+        addr: incoming.remoteAddr.hostname,
+        error: String(error),
+      });
+      return;
+    }
+    conn.closed.catch(() => {});
+    const peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    let reader: FrameReader | undefined;
+    let control: WritableStreamDefaultWriter<Uint8Array> | undefined;
+    try {
+      const stream = await withTimeout(
+        conn.incomingBidirectionalStreams.getReader().read(),
+        this.options.handshakeTimeoutMs,
+      );
+      if (stream.done) return;
+      reader = new FrameReader(stream.value.readable);
+      control = stream.value.writable.getWriter();
+      const hello = await withTimeout(reader.expect("hello"), this.options.handshakeTimeoutMs);
+      const session = await this.#register(conn, control, hello);
+      log.info("client {peer} connected: {names}", { peer, names: session.names.join(", ") });
+      await this.#serveControl(session, reader);
+      session.close(CloseCode.normal, "control stream ended");
+    } catch (error) {
+      const refusal = asRefusal(error);
+      log.info("client {peer} refused: {code} {message}", { peer, ...refusal });
+      await this.#refuse(conn, control, refusal);
+    } finally {
+      await reader?.cancel();
+    }
+  }
+
+  async #register(
+    conn: Deno.QuicConn,
+    control: WritableStreamDefaultWriter<Uint8Array>,
+    hello: FrameOf<"hello">,
+  ): Promise<ClientSession> {
+    if (hello.version !== PROTOCOL_VERSION) {
+      throw new ProtocolError("bad_version", `relay speaks protocol ${PROTOCOL_VERSION}, client ${hello.version}`);
+    }
+    const { tokenHashes } = this.options;
+    if (tokenHashes && !(hello.token && tokenHashes.has(await sha256Hex(hello.token)))) {
+      throw new ProtocolError("unauthorized", hello.token ? "the token is not valid" : "this relay needs a token");
+    }
+    const ownerKey = await sha256Hex(`${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`);
+    const names = hello.tunnels.map((tunnel) => {
+      if (tunnel.kind !== "http") throw new ProtocolError("bad_frame", `tunnel kind ${tunnel.kind} is not served`);
+      const name = tunnel.name ?? "";
+      if (!isValidName(name)) {
+        throw new ProtocolError("name_invalid", `"${name}" is not a DNS label (a-z, 0-9, inner "-", up to 63)`);
+      }
+      return name;
+    });
+    const duplicate = names.find((name, i) => names.indexOf(name) !== i);
+    if (duplicate) throw new ProtocolError("name_invalid", `"${duplicate}" is asked for twice`);
+    const taken = names.find((name) => !this.registry.available(name, ownerKey));
+    if (taken) throw new ProtocolError("name_taken", `"${taken}" is in use by another client`);
+
+    const session = new ClientSession(conn, ownerKey, control, this.options.responseTimeoutMs);
+    for (const name of names) {
+      const claim = this.registry.claim(name, ownerKey, session);
+      if (claim.ok && claim.replaced) {
+        claim.replaced.close(CloseCode.replaced, "replaced by a newer connection of the same client");
+      }
+      session.names.push(name);
+    }
+    this.#sessions.add(session);
+    conn.closed.catch(() => {}).finally(() => this.#forget(session));
+    const tunnels: TunnelGrant[] = names.map((name) => ({ kind: "http", name, url: this.publicUrl(name) }));
+    await session.send({ type: "welcome", sessionId: session.id, tunnels, heartbeatMs: this.options.heartbeatMs });
+    return session;
+  }
+
+  async #serveControl(session: ClientSession, reader: FrameReader) {
+    let seq = 0;
+    const heartbeat = setInterval(() => {
+      if (Date.now() - session.lastHeard > this.options.heartbeatMs * HEARTBEAT_MISSES) {
+        log.warn("client {id} missed its heartbeats; dropping it", { id: session.id });
+        session.close(CloseCode.heartbeatMissed, "heartbeat missed");
+        return;
+      }
+      session.send({ type: "ping", seq: seq++ }).catch(() => {});
+    }, this.options.heartbeatMs);
+    try {
+      while (true) {
+        const frame = await reader.read();
+        if (!frame) break;
+        session.lastHeard = Date.now();
+        if (frame.type === "ping") await session.send({ type: "pong", seq: frame.seq });
+        else if (frame.type === "goodbye") {
+          session.leftOnPurpose = true;
+          this.registry.release(session);
+          log.info("client {id} left: {reason}", { id: session.id, reason: frame.reason });
+          break;
+        } else if (frame.type !== "pong") {
+          throw new ProtocolError("bad_frame", `unexpected ${frame.type} on the control stream`);
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof FrameError || error instanceof ProtocolError)) return;
+      session.close(CloseCode.protocolError, error.message);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  #forget(session: ClientSession) {
+    if (!this.#sessions.delete(session)) return;
+    if (session.leftOnPurpose) this.registry.release(session);
+    else {
+      this.registry.hold(session);
+      log.info("client {id} lost; holding {names} for {grace} ms", {
+        id: session.id,
+        names: session.names.join(", "),
+        grace: this.options.graceMs,
+      });
+    }
+  }
+
+  async #refuse(
+    conn: Deno.QuicConn,
+    control: WritableStreamDefaultWriter<Uint8Array> | undefined,
+    refusal: { code: ErrorCode; message: string },
+  ) {
+    try {
+      await control?.write(encodeFrame({ type: "error", ...refusal }));
+      await control?.close();
+      // Let the client read the error and hang up first, so the frame is not lost to our close.
+      await withTimeout(conn.closed, 1_000);
+    } catch {
+      // Timed out or already gone.
+    }
+    try {
+      conn.close({ closeCode: CloseCode.refused, reason: `${refusal.code}: ${refusal.message}` });
+      await conn.closed;
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+function asRefusal(error: unknown): { code: ErrorCode; message: string } {
+  if (error instanceof ProtocolError) return { code: error.code, message: error.message };
+  if (error instanceof FrameError) return { code: "bad_frame", message: error.message };
+  if (error instanceof TimeoutError) return { code: "bad_frame", message: "no hello in time" };
+  return { code: "internal", message: error instanceof Error ? error.message : String(error) };
+}
