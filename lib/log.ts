@@ -28,7 +28,7 @@ export function setupLogging(level: string): void {
   if (!isLogLevel(level)) {
     throw new Error(`unknown log level "${level}" (trace, debug, info, warning, error, fatal)`);
   }
-  const format = getTextFormatter({ timestamp: "time", category: "." });
+  const format = getTextFormatter({ timestamp: "time", category: ".", value: "bare" });
   configureSync({
     reset: true,
     sinks: {
