@@ -38,7 +38,8 @@ interface ConnectFlags {
 
 const program = new Command("reverprox")
   .description("Put a local server on a public URL through your reverprox relay (QUIC).")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .enablePositionalOptions();
 
 function connectOptions(command: Command): Command {
   return command

@@ -28,6 +28,7 @@ interface ServerFlags {
   tokensFile?: string;
   grace: number;
   responseTimeout: number;
+  heartbeat: number;
   maxBodyBytes?: number;
   maxHeaderBytes: number;
   maxInFlight: number;
@@ -77,6 +78,10 @@ const program = new Command("reverprox-server")
   .addOption(
     new Option("--grace <seconds>", "how long a dropped client's names stay reserved").env("REVERPROX_GRACE")
       .argParser(int(0, 86_400)).default(defaults.graceMs / 1000),
+  )
+  .addOption(
+    new Option("--heartbeat <seconds>", "heartbeat interval; clients silent for 3 beats are dropped")
+      .env("REVERPROX_HEARTBEAT").argParser(int(1, 3600)).default(defaults.heartbeatMs / 1000),
   )
   .addOption(
     new Option("--response-timeout <seconds>", "time a tunnel has to answer before 504")
@@ -130,6 +135,7 @@ async function main(flags: ServerFlags) {
     identity,
     tokenHashes,
     graceMs: flags.grace * 1000,
+    heartbeatMs: flags.heartbeat * 1000,
     responseTimeoutMs: flags.responseTimeout * 1000,
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,

@@ -80,7 +80,8 @@ export function createPublicApp(options: PublicAppOptions): Hono {
   }
 
   app.all("*", async (c) => {
-    const host = hostName(c.req.header("host") ?? "");
+    const hostHeader = c.req.header("host") ?? "";
+    const host = hostName(hostHeader);
     const name = tunnelName(host, options.domain);
     if (name === undefined) {
       if (new URL(c.req.url).pathname === "/.well-known/reverprox.json") return c.json(options.info());
@@ -110,7 +111,7 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       headers: withForwarded(
         // `Expect: 100-continue` was already answered by Deno.serve; the origin gets the body directly.
         endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
-        { remoteAddr: getConnInfo(c).remote.address ?? "", proto: options.publicScheme, host },
+        { remoteAddr: getConnInfo(c).remote.address ?? "", proto: options.publicScheme, host: hostHeader },
       ),
       remoteAddr: getConnInfo(c).remote.address ?? "",
     };

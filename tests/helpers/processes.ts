@@ -1,0 +1,198 @@
+/**
+ * Starts the real programs for end-to-end tests: the relay (`server.ts`), the
+ * client (`client.ts`) and the test origin, each as its own `deno` process on
+ * loopback, and always stops them. Every process gets a private config/state
+ * dir, so tests never touch the user's files or each other's.
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const STOP_TIMEOUT_MS = 5_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A running child process whose output lines are kept for assertions and failure reports. */
+export class Child {
+  readonly lines: string[] = [];
+  readonly status: Promise<Deno.CommandStatus>;
+  #process: Deno.ChildProcess;
+  #pumps: Promise<void>[];
+
+  constructor(readonly label: string, script: string, args: string[], env: Record<string, string> = {}) {
+    this.#process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, script), ...args],
+      cwd: ROOT,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#pumps = [this.#pump(this.#process.stdout), this.#pump(this.#process.stderr)];
+    this.status = this.#process.status;
+  }
+
+  get pid(): number {
+    return this.#process.pid;
+  }
+
+  /** Waits for an output line at index `from` or later matching `pattern`; returns the match and its index. */
+  async waitFor(
+    pattern: RegExp,
+    options: { from?: number; timeoutMs?: number } = {},
+  ): Promise<RegExpMatchArray & { line: number }> {
+    const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+    let exited = false;
+    this.status.then(() => exited = true);
+    for (let seen = options.from ?? 0;; await sleep(50)) {
+      for (; seen < this.lines.length; seen++) {
+        const match = this.lines[seen].match(pattern);
+        if (match) return Object.assign(match, { line: seen });
+      }
+      if (exited) {
+        await Promise.all(this.#pumps);
+        if (seen === this.lines.length) throw new Error(`${this.label} exited before printing ${pattern}\n${this.output()}`);
+      } else if (Date.now() > deadline) {
+        throw new Error(`${this.label} did not print ${pattern}\n${this.output()}`);
+      }
+    }
+  }
+
+  output(): string {
+    return this.lines.map((line) => `  [${this.label}] ${line}`).join("\n");
+  }
+
+  kill(signal: Deno.Signal): void {
+    try {
+      this.#process.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after a grace time; resolves once the process and its pipes are done. */
+  async stop(): Promise<Deno.CommandStatus> {
+    this.kill("SIGTERM");
+    const timer = setTimeout(() => this.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    const status = await this.status;
+    clearTimeout(timer);
+    await Promise.all(this.#pumps);
+    return status;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>) {
+    let partial = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (partial + text).split("\n");
+      partial = parts.pop()!;
+      this.lines.push(...parts);
+    }
+    if (partial) this.lines.push(partial);
+  }
+}
+
+/** Stops everything registered with it, in reverse order; use with `await using`. */
+export class Processes implements AsyncDisposable {
+  #children: Child[] = [];
+  #dirs: string[] = [];
+
+  add<T extends Child>(child: T): T {
+    this.#children.push(child);
+    return child;
+  }
+
+  async tempDir(): Promise<string> {
+    const dir = await Deno.makeTempDir({ prefix: "reverprox-test-" });
+    this.#dirs.push(dir);
+    return dir;
+  }
+
+  /** Every child's output, for failure messages. */
+  output(): string {
+    return this.#children.map((child) => child.output()).join("\n");
+  }
+
+  async [Symbol.asyncDispose]() {
+    for (const child of this.#children.reverse()) await child.stop();
+    for (const dir of this.#dirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+export interface RelayHandle {
+  child: Child;
+  httpPort: number;
+  quicPort: number;
+  fingerprint: string;
+  stateDir: string;
+  server: string;
+}
+
+/** Starts `server.ts` on loopback (free ports unless given) and waits for its ready line. */
+export async function startRelay(
+  processes: Processes,
+  options: { stateDir?: string; httpPort?: number; quicPort?: number; args?: string[] } = {},
+): Promise<RelayHandle> {
+  const stateDir = options.stateDir ?? await processes.tempDir();
+  const child = processes.add(
+    new Child("relay", "server.ts", [
+      "--hostname=127.0.0.1",
+      `--http-port=${options.httpPort ?? 0}`,
+      `--quic-port=${options.quicPort ?? 0}`,
+      `--state-dir=${stateDir}`,
+      "--heartbeat=1",
+      ...(options.args ?? []),
+    ]),
+  );
+  const [, http, quic, fingerprint] = await child.waitFor(/^ready http=(\d+) quic=(\d+) fingerprint=(\w+)/);
+  return {
+    child,
+    httpPort: Number(http),
+    quicPort: Number(quic),
+    fingerprint,
+    stateDir,
+    server: `quic://127.0.0.1:${quic}`,
+  };
+}
+
+export interface ClientHandle {
+  child: Child;
+  /** Public URLs the client printed, in order. */
+  urls: string[];
+  configDir: string;
+}
+
+/** Starts `client.ts` against `relay` with its own config dir, and waits until it is online. */
+export async function startClient(
+  processes: Processes,
+  relay: RelayHandle,
+  args: string[],
+  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } = {},
+): Promise<ClientHandle> {
+  const configDir = options.configDir ?? await processes.tempDir();
+  const child = processes.add(
+    new Child(options.label ?? "client", "client.ts", [...args, `--server=${relay.server}`], {
+      REVERPROX_CONFIG_DIR: configDir,
+      ...options.env,
+    }),
+  );
+  return { child, configDir, urls: await onlineUrls(child, options.tunnels ?? 1) };
+}
+
+/** Waits for an "online" line at or after line `from` and returns the tunnel URLs printed under it. */
+export async function onlineUrls(child: Child, tunnels: number, from = 0): Promise<string[]> {
+  const online = await child.waitFor(/^reverprox: online/, { from, timeoutMs: 30_000 });
+  const urls: string[] = [];
+  for (let line = online.line + 1; urls.length < tunnels;) {
+    const found = await child.waitFor(/^\s+(http\S+) →/, { from: line });
+    urls.push(found[1]);
+    line = found.line + 1;
+  }
+  return urls;
+}
+
+/** Starts the test origin and returns its port. */
+export async function startOrigin(processes: Processes, port = 0): Promise<{ child: Child; port: number }> {
+  const child = processes.add(new Child("origin", "tests/fixtures/origin.ts", [String(port)]));
+  const [, bound] = await child.waitFor(/^ready port=(\d+)/);
+  return { child, port: Number(bound) };
+}

@@ -1,0 +1,48 @@
+/**
+ * A visitor for tunnel URLs: `visit("http://api.localhost:8080/x")` works like
+ * `fetch` but connects to 127.0.0.1 and sends the URL's host as the Host header,
+ * which Deno's `fetch` can neither resolve (`*.localhost`) nor override. Built
+ * on `node:http`, so bodies stream both ways, nothing is decompressed, and
+ * each `Set-Cookie` stays its own header.
+ * @module
+ */
+import http from "node:http";
+import { Readable } from "node:stream";
+
+export interface VisitInit {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: ReadableStream<Uint8Array> | Uint8Array | string;
+  signal?: AbortSignal;
+}
+
+/** Sends one request to the relay that serves `url` and returns the answer as a `Response`. */
+export function visit(url: string, init: VisitInit = {}): Promise<Response> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      hostname: "127.0.0.1",
+      port: Number(target.port || 80),
+      method: init.method ?? "GET",
+      path: target.pathname + target.search,
+      headers: { host: target.host, ...init.headers },
+      agent: false,
+      signal: init.signal,
+    }, (response) => {
+      const headers = new Headers();
+      const raw = response.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+      const status = response.statusCode!;
+      const empty = (init.method ?? "GET") === "HEAD" || status === 204 || status === 304;
+      const body = empty ? null : Readable.toWeb(response) as ReadableStream<Uint8Array>;
+      if (empty) response.resume();
+      resolve(new Response(body, { status, headers }));
+    });
+    request.on("error", reject);
+    if (init.body instanceof ReadableStream) {
+      Readable.fromWeb(init.body as import("node:stream/web").ReadableStream).pipe(request);
+    } else {
+      request.end(init.body);
+    }
+  });
+}
