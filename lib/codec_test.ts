@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { decodeFrame, encodeFrame, FrameError, FrameReader } from "./codec.ts";
+import { ERROR_CODES, type Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION } from "./protocol.ts";
+
+const header = fc.tuple(fc.string({ maxLength: 40 }), fc.string({ maxLength: 200 }));
+const frameArbitrary: fc.Arbitrary<Frame> = fc.oneof(
+  fc.record({
+    type: fc.constant("hello" as const),
+    version: fc.integer(),
+    token: fc.option(fc.string({ maxLength: 100 }), { nil: undefined }),
+    clientId: fc.option(fc.string({ minLength: 16, maxLength: 64 }), { nil: undefined }),
+    tunnels: fc.array(
+      fc.record({
+        kind: fc.constantFrom("http" as const, "tcp" as const),
+        name: fc.option(fc.string({ maxLength: 63 }), { nil: undefined }),
+        remotePort: fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined }),
+      }),
+      { minLength: 1, maxLength: 5 },
+    ),
+  }),
+  fc.record({
+    type: fc.constant("error" as const),
+    code: fc.constantFrom(...ERROR_CODES),
+    message: fc.string({ maxLength: 300 }),
+  }),
+  fc.record({ type: fc.constantFrom("ping" as const, "pong" as const), seq: fc.integer() }),
+  fc.record({
+    type: fc.constant("request" as const),
+    tunnel: fc.string(),
+    method: fc.string({ maxLength: 10 }),
+    target: fc.string({ maxLength: 500 }),
+    headers: fc.array(header, { maxLength: 20 }),
+    remoteAddr: fc.string({ maxLength: 40 }),
+  }),
+  fc.record({
+    type: fc.constant("response" as const),
+    status: fc.integer({ min: 100, max: 599 }),
+    headers: fc.array(header, { maxLength: 20 }),
+  }),
+);
+
+/** Drops keys whose value is undefined, as JSON does. */
+const normalized = (frame: Frame) => JSON.parse(JSON.stringify(frame));
+
+Deno.test("every frame survives encode then decode", () => {
+  fc.assert(fc.property(frameArbitrary, (frame) => {
+    const bytes = encodeFrame(frame);
+    const decoded = decodeFrame(bytes);
+    assert.ok(decoded);
+    assert.equal(decoded.size, bytes.length);
+    assert.deepEqual(decoded.frame, normalized(frame));
+  }), { numRuns: 2000 });
+});
+
+Deno.test("random bytes decode to a frame, need-more, or FrameError; never anything else", () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (bytes) => {
+    try {
+      decodeFrame(bytes);
+    } catch (error) {
+      assert.ok(error instanceof FrameError, String(error));
+    }
+  }), { numRuns: 5000 });
+});
+
+Deno.test("mutated valid frames are accepted only when still well-formed", () => {
+  fc.assert(
+    fc.property(
+      frameArbitrary,
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }),
+      (frame, mutations) => {
+        const bytes = encodeFrame(frame);
+        for (const [at, value] of mutations) bytes[at % bytes.length] = value;
+        try {
+          const decoded = decodeFrame(bytes);
+          // Whatever is accepted is a well-formed frame: it encodes back to itself.
+          if (decoded) assert.deepEqual(decodeFrame(encodeFrame(decoded.frame))?.frame, decoded.frame);
+        } catch (error) {
+          assert.ok(error instanceof FrameError, String(error));
+        }
+      },
+    ),
+    { numRuns: 5000 },
+  );
+});
+
+Deno.test("truncated frames ask for more bytes, and a stream ending inside one is an error", async () => {
+  const bytes = encodeFrame({ type: "ping", seq: 7 });
+  for (let cut = 0; cut < bytes.length; cut++) assert.equal(decodeFrame(bytes.subarray(0, cut)), null);
+  const reader = new FrameReader(ReadableStream.from([bytes.subarray(0, bytes.length - 1)]));
+  await assert.rejects(reader.read(), (error) => error instanceof FrameError && error.kind === "truncated");
+});
+
+Deno.test("the header alone rejects bad versions, unknown types and oversized lengths", () => {
+  const cases: [number[], string][] = [
+    [[PROTOCOL_VERSION + 1, 4, 0, 0, 0, 2], "bad_version"],
+    [[PROTOCOL_VERSION, 200, 0, 0, 0, 2], "unknown_type"],
+    [[PROTOCOL_VERSION, 4, 0xff, 0xff, 0xff, 0xff], "oversized"],
+  ];
+  for (const [header, kind] of cases) {
+    assert.throws(() => decodeFrame(new Uint8Array(header)), (error) => error instanceof FrameError && error.kind === kind);
+  }
+  assert.throws(
+    () => encodeFrame({ type: "error", code: "internal", message: "x".repeat(MAX_FRAME_BYTES) }),
+    (error) => error instanceof FrameError && error.kind === "oversized",
+  );
+});
+
+Deno.test("a frame of one type with another type's payload is malformed", () => {
+  const bytes = encodeFrame({ type: "ping", seq: 1 });
+  bytes[1] = 5; // claims "pong"
+  assert.throws(() => decodeFrame(bytes), (error) => error instanceof FrameError && error.kind === "malformed");
+});
+
+Deno.test("FrameReader splits frames across chunk borders and hands on the body bytes", async () => {
+  const head = encodeFrame({ type: "response", status: 200, headers: [["a", "b"]] });
+  const all = new Uint8Array([...head, ...encodeFrame({ type: "ping", seq: 1 }), 1, 2, 3, 4, 5]);
+  for (const size of [1, 3, 7, all.length]) {
+    const chunks = [];
+    for (let i = 0; i < all.length; i += size) chunks.push(all.slice(i, i + size));
+    const reader = new FrameReader(ReadableStream.from(chunks));
+    assert.equal((await reader.expect("response")).status, 200);
+    assert.equal((await reader.expect("ping")).seq, 1);
+    const rest = new Uint8Array(await new Response(reader.rest()).arrayBuffer());
+    assert.deepEqual([...rest], [1, 2, 3, 4, 5]);
+  }
+});

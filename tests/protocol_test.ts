@@ -1,0 +1,70 @@
+/**
+ * A hostile or broken client speaking raw QUIC to a live relay: each bad
+ * input gets a typed refusal, and the relay keeps serving everyone else.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { encodeFrame, FrameReader } from "../lib/codec.ts";
+import { ALPN, type Frame } from "../lib/protocol.ts";
+import { trustRelay } from "../lib/trust.ts";
+import { Processes, type RelayHandle, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { visit } from "./helpers/visit.ts";
+
+/** Opens QUIC to the relay, writes `bytes` on the control stream, returns what came back. */
+async function speak(relay: RelayHandle, dir: string, bytes: Uint8Array) {
+  const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
+    pinned: relay.fingerprint,
+    knownRelaysFile: join(dir, "known"),
+  });
+  const endpoint = new Deno.QuicEndpoint();
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: relay.quicPort,
+    serverName: trusted.domain,
+    caCerts: [trusted.caCert],
+    alpnProtocols: [ALPN],
+    endpoint,
+  });
+  const closed = conn.closed.catch((error) => ({ closeCode: -1, reason: String(error) }));
+  const stream = await conn.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  await writer.write(bytes);
+  const frame = await new FrameReader(stream.readable).read().catch(() => null);
+  conn.close({ closeCode: 0, reason: "done" });
+  const info = await closed;
+  endpoint.close();
+  return { frame, info };
+}
+
+const hello = (overrides: Partial<Frame & { type: "hello" }> = {}) =>
+  encodeFrame({ type: "hello", version: 1, clientId: "x".repeat(32), tunnels: [{ kind: "http", name: "ok" }], ...overrides });
+
+Deno.test("the relay refuses malformed and unexpected control frames with typed errors, and keeps serving", async (t) => {
+  await using processes = new Processes();
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes);
+  const good = await startClient(processes, relay, [String(origin.port), "steady"]);
+  const dir = await processes.tempDir();
+
+  const cases: [string, Uint8Array, string, RegExp][] = [
+    ["garbage bytes", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), "bad_frame", /version/],
+    ["an unknown frame type", new Uint8Array([1, 99, 0, 0, 0, 2, 123, 125]), "bad_frame", /unknown frame type/],
+    ["an oversized length", new Uint8Array([1, 1, 0x7f, 0xff, 0xff, 0xff]), "bad_frame", /over the/],
+    ["a ping instead of hello", encodeFrame({ type: "ping", seq: 1 }), "bad_frame", /expected hello/],
+    ["a wrong protocol version", hello({ version: 99 }), "bad_version", /relay speaks protocol 1/],
+    ["a name with a dot", hello({ tunnels: [{ kind: "http", name: "a.b" }] }), "name_invalid", /not a DNS label/],
+    ["a unicode name", hello({ tunnels: [{ kind: "http", name: "ünï" }] }), "name_invalid", /not a DNS label/],
+    ["a name asked twice", hello({ tunnels: [{ kind: "http", name: "ok" }, { kind: "http", name: "ok" }] }), "name_invalid", /twice/],
+    ["someone else's name", hello({ tunnels: [{ kind: "http", name: "steady" }] }), "name_taken", /in use/],
+  ];
+  for (const [label, bytes, code, message] of cases) {
+    await t.step(label, async () => {
+      const { frame, info } = await speak(relay, dir, bytes);
+      assert.equal(frame?.type, "error", JSON.stringify(info));
+      assert.equal(frame.type === "error" && frame.code, code);
+      assert.match(frame.type === "error" ? frame.message : "", message);
+    });
+  }
+  assert.equal((await visit(`${good.urls[0]}/`)).status, 200);
+  assert.equal(good.child.lines.filter((line) => line.includes("reconnecting")).length, 0);
+});
