@@ -43,12 +43,21 @@ const program = new Command("reverprox")
 
 function connectOptions(command: Command): Command {
   return command
-    .addOption(new Option("--server <url>", "relay address, quic://host:port").env("REVERPROX_SERVER"))
+    .addOption(
+      new Option("--server <url>", "relay address, quic://host:port").env("REVERPROX_SERVER"),
+    )
     .addOption(new Option("--token <token>", "token the relay asks for").env("REVERPROX_TOKEN"))
     .addOption(
-      new Option("--fingerprint <sha256>", "pin the relay's CA fingerprint").env("REVERPROX_FINGERPRINT"),
+      new Option("--fingerprint <sha256>", "pin the relay's CA fingerprint").env(
+        "REVERPROX_FINGERPRINT",
+      ),
     )
-    .option("--origin-timeout <ms>", "time the local server has to start answering", positiveInt, 60_000)
+    .option(
+      "--origin-timeout <ms>",
+      "time the local server has to start answering",
+      positiveInt,
+      60_000,
+    )
     .option("--log-level <level>", "trace, debug, info, warning, error", "info");
 }
 
@@ -72,18 +81,26 @@ connectOptions(
 
 connectOptions(
   program.command("start")
-    .description("run every tunnel listed in a JSON file: {\"tunnels\": [{\"name\": \"api\", \"target\": \"3000\"}]}")
+    .description(
+      'run every tunnel listed in a JSON file: {"tunnels": [{"name": "api", "target": "3000"}]}',
+    )
     .argument("<file>", "tunnels file"),
 ).action(async (file: string, flags: ConnectFlags) => {
   const entries = await readTunnelsFile(file);
-  const tunnels = await Promise.all(entries.map((entry) => httpTunnel(entry.target, entry.name, flags)));
+  const tunnels = await Promise.all(
+    entries.map((entry) => httpTunnel(entry.target, entry.name, flags)),
+  );
   await runTunnels(tunnels, flags);
 });
 
 const config = program.command("config").description(`settings in ${configDir()}/config.json`);
 config.command("set").argument("<key>", CONFIG_KEYS.join(" | ")).argument("<value>")
   .description("store a setting").action(async (key: string, value: string) => {
-    await setConfigValue(configDir(), configKey(key), key === "server" ? checkServer(value) : value);
+    await setConfigValue(
+      configDir(),
+      configKey(key),
+      key === "server" ? checkServer(value) : value,
+    );
   });
 config.command("unset").argument("<key>", CONFIG_KEYS.join(" | ")).description("remove a setting")
   .action(async (key: string) => await setConfigValue(configDir(), configKey(key), undefined));
@@ -103,7 +120,9 @@ config.command("show").description("print the settings in effect and where they 
   });
 
 function configKey(key: string) {
-  if (!isConfigKey(key)) throw new InvalidArgumentError(`unknown key ${key}; use ${CONFIG_KEYS.join(", ")}`);
+  if (!isConfigKey(key)) {
+    throw new InvalidArgumentError(`unknown key ${key}; use ${CONFIG_KEYS.join(", ")}`);
+  }
   return key;
 }
 
@@ -114,15 +133,23 @@ function checkServer(value: string): string {
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a positive whole number");
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new InvalidArgumentError("expected a positive whole number");
+  }
   return n;
 }
 
 /** A tunnel spec for `target`; without a name, the random one used before for this target. */
-async function httpTunnel(target: string, name: string | undefined, flags: ConnectFlags): Promise<TunnelSpec> {
+async function httpTunnel(
+  target: string,
+  name: string | undefined,
+  flags: ConnectFlags,
+): Promise<TunnelSpec> {
   const origin = parseOrigin(target);
   if (name !== undefined && !isValidName(name)) {
-    throw new InvalidArgumentError(`"${name}" is not a valid name: use a-z, 0-9 and inner "-", up to 63`);
+    throw new InvalidArgumentError(
+      `"${name}" is not a valid name: use a-z, 0-9 and inner "-", up to 63`,
+    );
   }
   const dir = configDir();
   const { server } = await resolveSettings(dir, flags);
@@ -151,22 +178,30 @@ async function runTunnels(tunnels: TunnelSpec[], flags: ConnectFlags) {
     tunnels,
     originTimeoutMs: flags.originTimeout,
     onOnline(grants, trusted) {
-      console.log(`reverprox: online via ${settings.server} (CA ${trusted.fingerprint.slice(0, 16)}…)`);
+      console.log(
+        `reverprox: online via ${settings.server} (CA ${trusted.fingerprint.slice(0, 16)}…)`,
+      );
       for (const grant of grants) {
         const tunnel = tunnels.find((t) => t.name === grant.name)!;
-        console.log(`  ${grant.url} → ${tunnel.origin.protocol}//${tunnel.origin.hostname}:${tunnel.origin.port}`);
+        console.log(
+          `  ${grant.url} → ${tunnel.origin.protocol}//${tunnel.origin.hostname}:${tunnel.origin.port}`,
+        );
       }
     },
     onRequest(tunnel, outcome) {
       const time = new Date().toTimeString().slice(0, 8);
       const prefix = tunnels.length > 1 ? `${tunnel} ` : "";
       console.log(
-        `${time} ${prefix}${outcome.method} ${outcome.target} ${outcome.status} ${Math.round(outcome.durationMs)} ms`,
+        `${time} ${prefix}${outcome.method} ${outcome.target} ${outcome.status} ${
+          Math.round(outcome.durationMs)
+        } ms`,
       );
     },
   });
   const stopping = new AbortController();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, () => stopping.abort());
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stopping.abort());
+  }
   try {
     await agent.run(stopping.signal);
   } catch (error) {
@@ -182,7 +217,10 @@ async function runTunnels(tunnels: TunnelSpec[], flags: ConnectFlags) {
 try {
   await program.parseAsync(Deno.args, { from: "user" });
 } catch (error) {
-  if (error instanceof InvalidArgumentError || error instanceof TrustError || error instanceof TargetError) {
+  if (
+    error instanceof InvalidArgumentError || error instanceof TrustError ||
+    error instanceof TargetError
+  ) {
     console.error(`reverprox: ${error.message}`);
     Deno.exit(2);
   }

@@ -42,22 +42,35 @@ const defaults = DEFAULT_RELAY_OPTIONS;
 function int(min: number, max: number) {
   return (value: string) => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected ${min}..${max}`);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected ${min}..${max}`);
+    }
     return n;
   };
 }
 
 function defaultStateDir(): string {
   const xdg = Deno.env.get("XDG_STATE_HOME");
-  return xdg ? join(xdg, "reverprox-server") : join(Deno.env.get("HOME") ?? ".", ".local", "state", "reverprox-server");
+  return xdg
+    ? join(xdg, "reverprox-server")
+    : join(Deno.env.get("HOME") ?? ".", ".local", "state", "reverprox-server");
 }
 
 const program = new Command("reverprox-server")
   .description("The reverprox relay: public HTTP for <name>.<domain>, QUIC for tunnel clients.")
-  .addOption(new Option("--domain <domain>", "tunnels live at <name>.<domain>").env("REVERPROX_DOMAIN").default(defaults.domain))
-  .addOption(new Option("--hostname <addr>", "address to bind").env("REVERPROX_HOSTNAME").default(defaults.hostname))
   .addOption(
-    new Option("--http-port <port>", "public HTTP port").env("REVERPROX_HTTP_PORT").argParser(int(0, 65535))
+    new Option("--domain <domain>", "tunnels live at <name>.<domain>").env("REVERPROX_DOMAIN")
+      .default(defaults.domain),
+  )
+  .addOption(
+    new Option("--hostname <addr>", "address to bind").env("REVERPROX_HOSTNAME").default(
+      defaults.hostname,
+    ),
+  )
+  .addOption(
+    new Option("--http-port <port>", "public HTTP port").env("REVERPROX_HTTP_PORT").argParser(
+      int(0, 65535),
+    )
       .default(defaults.httpPort),
   )
   .addOption(
@@ -65,34 +78,54 @@ const program = new Command("reverprox-server")
       .env("REVERPROX_QUIC_PORT").argParser(int(0, 65535)).default(defaults.quicPort),
   )
   .addOption(
-    new Option("--cert <auto|file>", "TLS certificate chain for QUIC, or auto (private CA in --state-dir)")
+    new Option(
+      "--cert <auto|file>",
+      "TLS certificate chain for QUIC, or auto (private CA in --state-dir)",
+    )
       .env("REVERPROX_CERT").default("auto"),
   )
   .addOption(new Option("--key <file>", "private key for --cert FILE").env("REVERPROX_KEY"))
-  .addOption(new Option("--state-dir <dir>", "where keys and state live").env("REVERPROX_STATE_DIR").default(defaultStateDir()))
+  .addOption(
+    new Option("--state-dir <dir>", "where keys and state live").env("REVERPROX_STATE_DIR").default(
+      defaultStateDir(),
+    ),
+  )
   .addOption(
     new Option("--token <token>", "accept this client token (repeatable)").env("REVERPROX_TOKEN")
       .argParser((value: string, previous: string[] = []) => [...previous, value]).default([]),
   )
-  .addOption(new Option("--tokens-file <file>", "accept the tokens in this file, one per line").env("REVERPROX_TOKENS_FILE"))
   .addOption(
-    new Option("--grace <seconds>", "how long a dropped client's names stay reserved").env("REVERPROX_GRACE")
+    new Option("--tokens-file <file>", "accept the tokens in this file, one per line").env(
+      "REVERPROX_TOKENS_FILE",
+    ),
+  )
+  .addOption(
+    new Option("--grace <seconds>", "how long a dropped client's names stay reserved").env(
+      "REVERPROX_GRACE",
+    )
       .argParser(int(0, 86_400)).default(defaults.graceMs / 1000),
   )
   .addOption(
-    new Option("--heartbeat <seconds>", "heartbeat interval; clients silent for 3 beats are dropped")
+    new Option(
+      "--heartbeat <seconds>",
+      "heartbeat interval; clients silent for 3 beats are dropped",
+    )
       .env("REVERPROX_HEARTBEAT").argParser(int(1, 3600)).default(defaults.heartbeatMs / 1000),
   )
   .addOption(
     new Option("--response-timeout <seconds>", "time a tunnel has to answer before 504")
-      .env("REVERPROX_RESPONSE_TIMEOUT").argParser(int(1, 86_400)).default(defaults.responseTimeoutMs / 1000),
+      .env("REVERPROX_RESPONSE_TIMEOUT").argParser(int(1, 86_400)).default(
+        defaults.responseTimeoutMs / 1000,
+      ),
   )
   .addOption(
     new Option("--max-body-bytes <n>", "request body cap (413); no cap by default")
       .env("REVERPROX_MAX_BODY_BYTES").argParser(int(0, Number.MAX_SAFE_INTEGER)),
   )
   .addOption(
-    new Option("--max-header-bytes <n>", "request header cap (431)").env("REVERPROX_MAX_HEADER_BYTES")
+    new Option("--max-header-bytes <n>", "request header cap (431)").env(
+      "REVERPROX_MAX_HEADER_BYTES",
+    )
       .argParser(int(1024, 1 << 20)).default(defaults.maxHeaderBytes),
   )
   .addOption(
@@ -100,31 +133,47 @@ const program = new Command("reverprox-server")
       .env("REVERPROX_MAX_IN_FLIGHT").argParser(int(1, 1 << 20)).default(defaults.maxInFlight),
   )
   .addOption(
-    new Option("--public-scheme <scheme>", "scheme visitors use (https when a TLS proxy is in front)")
+    new Option(
+      "--public-scheme <scheme>",
+      "scheme visitors use (https when a TLS proxy is in front)",
+    )
       .env("REVERPROX_PUBLIC_SCHEME").choices(["http", "https"]).default(defaults.publicScheme),
   )
   .addOption(
     new Option("--public-port <port>", "port visitors use, when it differs from --http-port")
       .env("REVERPROX_PUBLIC_PORT").argParser(int(1, 65535)),
   )
-  .addOption(new Option("--log-level <level>", "trace, debug, info, warning, error").env("REVERPROX_LOG_LEVEL").default("info"))
+  .addOption(
+    new Option("--log-level <level>", "trace, debug, info, warning, error").env(
+      "REVERPROX_LOG_LEVEL",
+    ).default("info"),
+  )
   .action(main);
 
 async function main(flags: ServerFlags) {
   setupLogging(flags.logLevel);
   const log = getLogger(["reverprox", "server"]);
   const domain = flags.domain.toLowerCase();
-  if (!domain.split(".").every(isValidName)) throw new InvalidArgumentError(`--domain ${flags.domain} is not a host name`);
+  if (!domain.split(".").every(isValidName)) {
+    throw new InvalidArgumentError(`--domain ${flags.domain} is not a host name`);
+  }
   let identity;
   if (flags.cert === "auto") {
     identity = await loadOrCreateIdentity(flags.stateDir, domain);
-    log.info("{what} certificate in {dir}", { what: identity.created ? "made a new" : "reusing the", dir: flags.stateDir });
+    log.info("{what} certificate in {dir}", {
+      what: identity.created ? "made a new" : "reusing the",
+      dir: flags.stateDir,
+    });
   } else {
     if (!flags.key) throw new InvalidArgumentError("--cert FILE needs --key FILE");
     identity = await loadIdentityFiles(flags.cert, flags.key);
   }
   const tokenHashes = await loadTokenHashes(flags.token, flags.tokensFile);
-  if (!tokenHashes) log.warn("no --token or --tokens-file: this is an open relay; anyone who reaches it can open tunnels");
+  if (!tokenHashes) {
+    log.warn(
+      "no --token or --tokens-file: this is an open relay; anyone who reaches it can open tunnels",
+    );
+  }
 
   const relay = Relay.start({
     ...defaults,
@@ -149,7 +198,9 @@ async function main(flags: ServerFlags) {
   console.log(`  reverprox config set server quic://${domain}:${relay.quicPort}`);
   console.log(`  reverprox config set fingerprint ${identity.fingerprint}`);
   // A stable line for scripts and tests that start the relay on port 0.
-  console.log(`ready http=${relay.httpPort} quic=${relay.quicPort} fingerprint=${identity.fingerprint}`);
+  console.log(
+    `ready http=${relay.httpPort} quic=${relay.quicPort} fingerprint=${identity.fingerprint}`,
+  );
 
   const stop = async (signal: string) => {
     log.info("{signal}: draining and closing client connections", { signal });

@@ -21,8 +21,14 @@
 import type http from "node:http";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import { answerRequest, type Origin, originAgent, type RequestOutcome } from "./http_bridge.ts";
-import { ALPN, type ErrorCode, type FrameOf, PROTOCOL_VERSION, type TunnelGrant } from "./protocol.ts";
-import { type RelayAddress, TrustError, type TrustedRelay, trustRelay } from "./trust.ts";
+import {
+  ALPN,
+  type ErrorCode,
+  type FrameOf,
+  PROTOCOL_VERSION,
+  type TunnelGrant,
+} from "./protocol.ts";
+import { type RelayAddress, type TrustedRelay, TrustError, trustRelay } from "./trust.ts";
 import { delay, TimeoutError, withTimeout } from "./async.ts";
 import { getLogger } from "./log.ts";
 
@@ -55,7 +61,13 @@ export interface AgentOptions {
 }
 
 /** Refusals that retrying will not fix. */
-const FATAL_CODES = new Set<ErrorCode>(["bad_version", "unauthorized", "name_invalid", "name_taken", "too_many_tunnels"]);
+const FATAL_CODES = new Set<ErrorCode>([
+  "bad_version",
+  "unauthorized",
+  "name_invalid",
+  "name_taken",
+  "too_many_tunnels",
+]);
 
 /** The relay refused us for good, or cannot be trusted. */
 export class AgentError extends Error {
@@ -76,7 +88,9 @@ export class Agent {
   #originDown = new Set<string>();
 
   constructor(readonly options: AgentOptions) {
-    for (const tunnel of options.tunnels) this.#originAgents.set(tunnel.name, originAgent(tunnel.origin));
+    for (const tunnel of options.tunnels) {
+      this.#originAgents.set(tunnel.name, originAgent(tunnel.origin));
+    }
   }
 
   /** Runs until `signal` aborts (then says goodbye) or the relay refuses for good (throws). */
@@ -88,7 +102,9 @@ export class Agent {
       while (!signal.aborted) {
         const online = await this.#connectOnce(signal).catch((error) => {
           if (error instanceof AgentError) throw error;
-          log.warn("{message}", { message: error instanceof Error ? error.message : String(error) });
+          log.warn("{message}", {
+            message: error instanceof Error ? error.message : String(error),
+          });
           return false;
         });
         if (signal.aborted) break;
@@ -129,11 +145,15 @@ export class Agent {
         this.#trusted = undefined;
         if (error instanceof TimeoutError) {
           throw new Error(
-            `no QUIC answer from ${relay.hostname}:${relay.port} within ${QUIC_HANDSHAKE_TIMEOUT_MS / 1000} s, ` +
+            `no QUIC answer from ${relay.hostname}:${relay.port} within ${
+              QUIC_HANDSHAKE_TIMEOUT_MS / 1000
+            } s, ` +
               `though its TCP port answers: UDP is probably blocked between here and the relay`,
           );
         }
-        throw new Error(`QUIC connection to ${relay.hostname}:${relay.port} failed: ${(error as Error).message}`);
+        throw new Error(
+          `QUIC connection to ${relay.hostname}:${relay.port} failed: ${(error as Error).message}`,
+        );
       }
       conn.closed.catch(() => {});
       return await this.#session(conn, trusted, signal);
@@ -164,7 +184,11 @@ export class Agent {
     return this.#trusted;
   }
 
-  async #session(conn: Deno.QuicConn, trusted: TrustedRelay, signal: AbortSignal): Promise<boolean> {
+  async #session(
+    conn: Deno.QuicConn,
+    trusted: TrustedRelay,
+    signal: AbortSignal,
+  ): Promise<boolean> {
     const control = await conn.createBidirectionalStream();
     const writer = control.writable.getWriter();
     const reader = new FrameReader(control.readable);
@@ -175,7 +199,11 @@ export class Agent {
       clientId: this.options.clientId,
       tunnels: this.options.tunnels.map(({ kind, name }) => ({ kind, name })),
     }));
-    const answer = await withTimeout(reader.expect("welcome", "error"), WELCOME_TIMEOUT_MS, "welcome");
+    const answer = await withTimeout(
+      reader.expect("welcome", "error"),
+      WELCOME_TIMEOUT_MS,
+      "welcome",
+    );
     if (answer.type === "error") {
       const message = `relay refused: ${answer.message} (${answer.code})`;
       if (FATAL_CODES.has(answer.code)) throw new AgentError(answer.code, message);
@@ -198,14 +226,18 @@ export class Agent {
     const stop = () => lost.abort();
     signal.addEventListener("abort", stop, { once: true });
     conn.closed.then((info) => {
-      if (!signal.aborted) log.warn("relay closed the connection: {reason}", { reason: info.reason || "no reason" });
+      if (!signal.aborted) {
+        log.warn("relay closed the connection: {reason}", { reason: info.reason || "no reason" });
+      }
     }, () => {}).finally(stop);
     (async () => {
       while (!lost.signal.aborted) {
         const frame = await reader.read();
         if (!frame) break;
         lastHeard = Date.now();
-        if (frame.type === "ping") await writer.write(encodeFrame({ type: "pong", seq: frame.seq }));
+        if (frame.type === "ping") {
+          await writer.write(encodeFrame({ type: "pong", seq: frame.seq }));
+        }
       }
     })().catch(() => {}).finally(stop);
 

@@ -15,8 +15,8 @@
  * @module
  */
 import {
-  FRAME_TYPE_IDS,
   type Frame,
+  FRAME_TYPE_IDS,
   type FrameOf,
   FrameSchema,
   MAX_FRAME_BYTES,
@@ -56,7 +56,10 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 export function encodeFrame(frame: Frame): Uint8Array {
   const payload = encoder.encode(JSON.stringify(frame));
   if (payload.length > MAX_FRAME_BYTES) {
-    throw new FrameError("oversized", `${frame.type} frame is ${payload.length} bytes, over the cap`);
+    throw new FrameError(
+      "oversized",
+      `${frame.type} frame is ${payload.length} bytes, over the cap`,
+    );
   }
   const bytes = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
   const view = new DataView(bytes.buffer);
@@ -83,7 +86,10 @@ export function decodeFrame(bytes: Uint8Array): { frame: Frame; size: number } |
   if (!type) throw new FrameError("unknown_type", `unknown frame type ${view.getUint8(1)}`);
   const length = view.getUint32(2);
   if (length > MAX_FRAME_BYTES) {
-    throw new FrameError("oversized", `frame of ${length} bytes is over the ${MAX_FRAME_BYTES} cap`);
+    throw new FrameError(
+      "oversized",
+      `frame of ${length} bytes is over the ${MAX_FRAME_BYTES} cap`,
+    );
   }
   const size = FRAME_HEADER_BYTES + length;
   if (bytes.length < size) return null;

@@ -44,37 +44,48 @@ const frameArbitrary: fc.Arbitrary<Frame> = fc.oneof(
 const normalized = (frame: Frame) => JSON.parse(JSON.stringify(frame));
 
 Deno.test("every frame survives encode then decode", () => {
-  fc.assert(fc.property(frameArbitrary, (frame) => {
-    const bytes = encodeFrame(frame);
-    const decoded = decodeFrame(bytes);
-    assert.ok(decoded);
-    assert.equal(decoded.size, bytes.length);
-    assert.deepEqual(decoded.frame, normalized(frame));
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(frameArbitrary, (frame) => {
+      const bytes = encodeFrame(frame);
+      const decoded = decodeFrame(bytes);
+      assert.ok(decoded);
+      assert.equal(decoded.size, bytes.length);
+      assert.deepEqual(decoded.frame, normalized(frame));
+    }),
+    { numRuns: 2000 },
+  );
 });
 
 Deno.test("random bytes decode to a frame, need-more, or FrameError; never anything else", () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (bytes) => {
-    try {
-      decodeFrame(bytes);
-    } catch (error) {
-      assert.ok(error instanceof FrameError, String(error));
-    }
-  }), { numRuns: 5000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 2000 }), (bytes) => {
+      try {
+        decodeFrame(bytes);
+      } catch (error) {
+        assert.ok(error instanceof FrameError, String(error));
+      }
+    }),
+    { numRuns: 5000 },
+  );
 });
 
 Deno.test("mutated valid frames are accepted only when still well-formed", () => {
   fc.assert(
     fc.property(
       frameArbitrary,
-      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), {
+        minLength: 1,
+        maxLength: 8,
+      }),
       (frame, mutations) => {
         const bytes = encodeFrame(frame);
         for (const [at, value] of mutations) bytes[at % bytes.length] = value;
         try {
           const decoded = decodeFrame(bytes);
           // Whatever is accepted is a well-formed frame: it encodes back to itself.
-          if (decoded) assert.deepEqual(decodeFrame(encodeFrame(decoded.frame))?.frame, decoded.frame);
+          if (decoded) {
+            assert.deepEqual(decodeFrame(encodeFrame(decoded.frame))?.frame, decoded.frame);
+          }
         } catch (error) {
           assert.ok(error instanceof FrameError, String(error));
         }
@@ -86,9 +97,14 @@ Deno.test("mutated valid frames are accepted only when still well-formed", () =>
 
 Deno.test("truncated frames ask for more bytes, and a stream ending inside one is an error", async () => {
   const bytes = encodeFrame({ type: "ping", seq: 7 });
-  for (let cut = 0; cut < bytes.length; cut++) assert.equal(decodeFrame(bytes.subarray(0, cut)), null);
+  for (let cut = 0; cut < bytes.length; cut++) {
+    assert.equal(decodeFrame(bytes.subarray(0, cut)), null);
+  }
   const reader = new FrameReader(ReadableStream.from([bytes.subarray(0, bytes.length - 1)]));
-  await assert.rejects(reader.read(), (error) => error instanceof FrameError && error.kind === "truncated");
+  await assert.rejects(
+    reader.read(),
+    (error) => error instanceof FrameError && error.kind === "truncated",
+  );
 });
 
 Deno.test("the header alone rejects bad versions, unknown types and oversized lengths", () => {
@@ -98,7 +114,10 @@ Deno.test("the header alone rejects bad versions, unknown types and oversized le
     [[PROTOCOL_VERSION, 4, 0xff, 0xff, 0xff, 0xff], "oversized"],
   ];
   for (const [header, kind] of cases) {
-    assert.throws(() => decodeFrame(new Uint8Array(header)), (error) => error instanceof FrameError && error.kind === kind);
+    assert.throws(
+      () => decodeFrame(new Uint8Array(header)),
+      (error) => error instanceof FrameError && error.kind === kind,
+    );
   }
   assert.throws(
     () => encodeFrame({ type: "error", code: "internal", message: "x".repeat(MAX_FRAME_BYTES) }),
@@ -109,7 +128,10 @@ Deno.test("the header alone rejects bad versions, unknown types and oversized le
 Deno.test("a frame of one type with another type's payload is malformed", () => {
   const bytes = encodeFrame({ type: "ping", seq: 1 });
   bytes[1] = 5; // claims "pong"
-  assert.throws(() => decodeFrame(bytes), (error) => error instanceof FrameError && error.kind === "malformed");
+  assert.throws(
+    () => decodeFrame(bytes),
+    (error) => error instanceof FrameError && error.kind === "malformed",
+  );
 });
 
 Deno.test("FrameReader splits frames across chunk borders and hands on the body bytes", async () => {

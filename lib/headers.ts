@@ -62,10 +62,14 @@ export function withForwarded(pairs: HeaderPairs, info: ForwardedInfo): HeaderPa
   let forwardedFor: string | undefined;
   for (const pair of pairs) {
     const name = pair[0].toLowerCase();
-    if (name === "x-forwarded-for") forwardedFor = forwardedFor ? `${forwardedFor}, ${pair[1]}` : pair[1];
-    else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") out.push(pair);
+    if (name === "x-forwarded-for") {
+      forwardedFor = forwardedFor ? `${forwardedFor}, ${pair[1]}` : pair[1];
+    } else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") out.push(pair);
   }
-  out.push(["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.remoteAddr}` : info.remoteAddr]);
+  out.push([
+    "x-forwarded-for",
+    forwardedFor ? `${forwardedFor}, ${info.remoteAddr}` : info.remoteAddr,
+  ]);
   out.push(["x-forwarded-proto", info.proto]);
   out.push(["x-forwarded-host", info.host]);
   return out;

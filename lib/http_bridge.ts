@@ -46,13 +46,15 @@ export async function forwardRequest(
   try {
     stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
   } catch {
-    return settled(errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`));
+    return settled(
+      errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`),
+    );
   }
   const writer = stream.writable.getWriter();
   const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
   (async () => {
     await writer.write(encodeFrame(head));
-    if (body) for await (const chunk of body) await writer.write(chunk);
+    if (body) { for await (const chunk of body) await writer.write(chunk); }
     await writer.close();
   })().catch(abortUpload);
 
@@ -165,14 +167,22 @@ export async function answerRequest(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const response = await new Promise<http.IncomingMessage | FrameOf<"error">>((resolve) => {
     timer = setTimeout(() => {
-      resolve(errorFrame("origin_timeout", `The origin did not answer within ${options.originTimeoutMs} ms.`));
+      resolve(
+        errorFrame(
+          "origin_timeout",
+          `The origin did not answer within ${options.originTimeoutMs} ms.`,
+        ),
+      );
       request.destroy();
     }, options.originTimeoutMs);
     request.once("response", resolve);
     request.once("error", (error: NodeJS.ErrnoException) => {
       resolve(
         error.code === "ECONNREFUSED"
-          ? errorFrame("origin_refused", `Nothing answers at ${originLabel(origin)} (connection refused).`)
+          ? errorFrame(
+            "origin_refused",
+            `Nothing answers at ${originLabel(origin)} (connection refused).`,
+          )
           : errorFrame("origin_error", `The origin failed: ${error.message}`),
       );
     });
@@ -186,7 +196,9 @@ export async function answerRequest(
   }
   const status = response.statusCode ?? 502;
   try {
-    await writer.write(encodeFrame({ type: "response", status, headers: rawPairs(response.rawHeaders) }));
+    await writer.write(
+      encodeFrame({ type: "response", status, headers: rawPairs(response.rawHeaders) }),
+    );
     for await (const chunk of response) await writer.write(chunk);
     await writer.close();
   } catch (error) {

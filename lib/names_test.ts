@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { isValidName, randomName } from "./names.ts";
 
 Deno.test("names follow DNS label rules", () => {
-  for (const good of ["a", "api", "my-app-2", "0", "a".repeat(63)]) assert.ok(isValidName(good), good);
+  for (const good of ["a", "api", "my-app-2", "0", "a".repeat(63)]) {
+    assert.ok(isValidName(good), good);
+  }
   for (const bad of ["", "-a", "a-", "A", "a.b", "a_b", "ünï", "a".repeat(64), "a b", "a\r\n"]) {
     assert.ok(!isValidName(bad), bad);
   }

@@ -63,10 +63,18 @@ export function createPublicApp(options: PublicAppOptions): Hono {
   app.use(async (c, next) => {
     const url = new URL(c.req.url);
     if (url.pathname.length + url.search.length > options.maxUrlBytes) {
-      return errorPage(414, "uri_too_long", `The request target is over ${options.maxUrlBytes} bytes.`);
+      return errorPage(
+        414,
+        "uri_too_long",
+        `The request target is over ${options.maxUrlBytes} bytes.`,
+      );
     }
     if (headerBytes(headerPairs(c.req.raw.headers)) > options.maxHeaderBytes) {
-      return errorPage(431, "headers_too_large", `The request headers are over ${options.maxHeaderBytes} bytes.`);
+      return errorPage(
+        431,
+        "headers_too_large",
+        `The request headers are over ${options.maxHeaderBytes} bytes.`,
+      );
     }
     await next();
   });
@@ -84,7 +92,9 @@ export function createPublicApp(options: PublicAppOptions): Hono {
     const host = hostName(hostHeader);
     const name = tunnelName(host, options.domain);
     if (name === undefined) {
-      if (new URL(c.req.url).pathname === "/.well-known/reverprox.json") return c.json(options.info());
+      if (new URL(c.req.url).pathname === "/.well-known/reverprox.json") {
+        return c.json(options.info());
+      }
       return c.text(`reverprox relay for *.${options.domain}\n`);
     }
     const found = options.lookup(name);
@@ -92,10 +102,18 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       return errorPage(404, "unknown_tunnel", `No tunnel is named "${name}" on this relay.`);
     }
     if (found.state === "offline") {
-      return errorPage(503, "tunnel_offline", `The tunnel "${name}" is offline; its client is reconnecting.`);
+      return errorPage(
+        503,
+        "tunnel_offline",
+        `The tunnel "${name}" is offline; its client is reconnecting.`,
+      );
     }
     if (options.draining()) {
-      return errorPage(503, "relay_shutting_down", "The relay is restarting; try again in a moment.");
+      return errorPage(
+        503,
+        "relay_shutting_down",
+        "The relay is restarting; try again in a moment.",
+      );
     }
     if (inFlight >= options.maxInFlight) {
       log.warn("relay overloaded: {inFlight} requests in flight", { inFlight });
@@ -111,7 +129,11 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       headers: withForwarded(
         // `Expect: 100-continue` was already answered by Deno.serve; the origin gets the body directly.
         endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
-        { remoteAddr: getConnInfo(c).remote.address ?? "", proto: options.publicScheme, host: hostHeader },
+        {
+          remoteAddr: getConnInfo(c).remote.address ?? "",
+          proto: options.publicScheme,
+          host: hostHeader,
+        },
       ),
       remoteAddr: getConnInfo(c).remote.address ?? "",
     };
@@ -138,7 +160,9 @@ export function createPublicApp(options: PublicAppOptions): Hono {
 /** Lowercased host without port; `[::1]:8080` → `::1`. */
 export function hostName(hostHeader: string): string {
   const host = hostHeader.trim().toLowerCase();
-  if (host.startsWith("[")) return host.slice(1, host.indexOf("]") > 0 ? host.indexOf("]") : undefined);
+  if (host.startsWith("[")) {
+    return host.slice(1, host.indexOf("]") > 0 ? host.indexOf("]") : undefined);
+  }
   const colon = host.lastIndexOf(":");
   return colon >= 0 ? host.slice(0, colon) : host;
 }

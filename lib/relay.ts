@@ -106,7 +106,11 @@ class ClientSession implements TunnelSession {
     readonly responseTimeoutMs: number,
   ) {}
 
-  forward(head: FrameOf<"request">, body: ReadableStream<Uint8Array> | null, onSettled: () => void) {
+  forward(
+    head: FrameOf<"request">,
+    body: ReadableStream<Uint8Array> | null,
+    onSettled: () => void,
+  ) {
     return forwardRequest(this.conn, head, body, {
       responseTimeoutMs: this.responseTimeoutMs,
       onSettled,
@@ -275,18 +279,31 @@ export class Relay {
     hello: FrameOf<"hello">,
   ): Promise<ClientSession> {
     if (hello.version !== PROTOCOL_VERSION) {
-      throw new ProtocolError("bad_version", `relay speaks protocol ${PROTOCOL_VERSION}, client ${hello.version}`);
+      throw new ProtocolError(
+        "bad_version",
+        `relay speaks protocol ${PROTOCOL_VERSION}, client ${hello.version}`,
+      );
     }
     const { tokenHashes } = this.options;
     if (tokenHashes && !(hello.token && tokenHashes.has(await sha256Hex(hello.token)))) {
-      throw new ProtocolError("unauthorized", hello.token ? "the token is not valid" : "this relay needs a token");
+      throw new ProtocolError(
+        "unauthorized",
+        hello.token ? "the token is not valid" : "this relay needs a token",
+      );
     }
-    const ownerKey = await sha256Hex(`${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`);
+    const ownerKey = await sha256Hex(
+      `${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`,
+    );
     const names = hello.tunnels.map((tunnel) => {
-      if (tunnel.kind !== "http") throw new ProtocolError("bad_frame", `tunnel kind ${tunnel.kind} is not served`);
+      if (tunnel.kind !== "http") {
+        throw new ProtocolError("bad_frame", `tunnel kind ${tunnel.kind} is not served`);
+      }
       const name = tunnel.name ?? "";
       if (!isValidName(name)) {
-        throw new ProtocolError("name_invalid", `"${name}" is not a DNS label (a-z, 0-9, inner "-", up to 63)`);
+        throw new ProtocolError(
+          "name_invalid",
+          `"${name}" is not a DNS label (a-z, 0-9, inner "-", up to 63)`,
+        );
       }
       return name;
     });
@@ -299,14 +316,26 @@ export class Relay {
     for (const name of names) {
       const claim = this.registry.claim(name, ownerKey, session);
       if (claim.ok && claim.replaced) {
-        claim.replaced.close(CloseCode.replaced, "replaced by a newer connection of the same client");
+        claim.replaced.close(
+          CloseCode.replaced,
+          "replaced by a newer connection of the same client",
+        );
       }
       session.names.push(name);
     }
     this.#sessions.add(session);
     conn.closed.catch(() => {}).finally(() => this.#forget(session));
-    const tunnels: TunnelGrant[] = names.map((name) => ({ kind: "http", name, url: this.publicUrl(name) }));
-    await session.send({ type: "welcome", sessionId: session.id, tunnels, heartbeatMs: this.options.heartbeatMs });
+    const tunnels: TunnelGrant[] = names.map((name) => ({
+      kind: "http",
+      name,
+      url: this.publicUrl(name),
+    }));
+    await session.send({
+      type: "welcome",
+      sessionId: session.id,
+      tunnels,
+      heartbeatMs: this.options.heartbeatMs,
+    });
     return session;
   }
 

@@ -24,7 +24,11 @@ export class TargetError extends Error {
 
 /** `3000` → localhost:3000; `host:port`; `http://…` or `https://…`. */
 export function parseOrigin(target: string): Origin {
-  const text = /^\d+$/.test(target) ? `http://localhost:${target}` : target.includes("://") ? target : `http://${target}`;
+  const text = /^\d+$/.test(target)
+    ? `http://localhost:${target}`
+    : target.includes("://")
+    ? target
+    : `http://${target}`;
   let url: URL;
   try {
     url = new URL(text);
@@ -35,7 +39,9 @@ export function parseOrigin(target: string): Origin {
     throw new TargetError(`"${target}": only http and https origins are supported`);
   }
   const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TargetError(`"${target}": bad port`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new TargetError(`"${target}": bad port`);
+  }
   return { protocol: url.protocol, hostname: url.hostname.replace(/^\[(.*)\]$/, "$1"), port };
 }
 
@@ -51,7 +57,9 @@ export async function probeOrigin(origin: Origin): Promise<string | undefined> {
 }
 
 const TunnelsFileSchema = z.object({
-  tunnels: z.array(z.object({ name: z.string().optional(), target: z.union([z.string(), z.number()]) })).min(1),
+  tunnels: z.array(
+    z.object({ name: z.string().optional(), target: z.union([z.string(), z.number()]) }),
+  ).min(1),
 });
 
 /** Reads `{"tunnels": [{"name": "api", "target": "3000"}, …]}`. */

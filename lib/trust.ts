@@ -36,7 +36,9 @@ export class TrustError extends Error {
 /** `quic://host:port` (or `host:port`, or `host`) → address; the default port is 4433. */
 export function parseServerUrl(text: string): RelayAddress {
   const url = new URL(text.includes("://") ? text : `quic://${text}`);
-  if (url.protocol !== "quic:") throw new TrustError(`server must be quic://host:port, not ${text}`);
+  if (url.protocol !== "quic:") {
+    throw new TrustError(`server must be quic://host:port, not ${text}`);
+  }
   const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
   if (!hostname) throw new TrustError(`server ${text} has no host`);
   return { hostname, port: url.port ? Number(url.port) : 4433 };
@@ -68,14 +70,19 @@ export interface TrustOptions {
 }
 
 /** Fetches the relay's CA and decides whether to trust it. */
-export async function trustRelay(relay: RelayAddress, options: TrustOptions): Promise<TrustedRelay> {
+export async function trustRelay(
+  relay: RelayAddress,
+  options: TrustOptions,
+): Promise<TrustedRelay> {
   const info = await fetchRelayInfo(relay, options.fetchTimeoutMs ?? 5_000);
   const fingerprint = await pemFingerprint(info.caCert);
   const label = addressLabel(relay);
   if (options.pinned !== undefined) {
     if (normalizeFingerprint(options.pinned) !== fingerprint) {
       throw new TrustError(
-        `relay ${label} presents CA fingerprint ${fingerprint}, but ${normalizeFingerprint(options.pinned)} is pinned. ` +
+        `relay ${label} presents CA fingerprint ${fingerprint}, but ${
+          normalizeFingerprint(options.pinned)
+        } is pinned. ` +
           `Refusing to connect: someone may be impersonating the relay.`,
       );
     }
@@ -93,7 +100,10 @@ export async function trustRelay(relay: RelayAddress, options: TrustOptions): Pr
   }
   if (!remembered) {
     await Deno.mkdir(dirname(options.knownRelaysFile), { recursive: true, mode: 0o700 });
-    await Deno.writeTextFile(options.knownRelaysFile, `${label} ${fingerprint}\n`, { append: true, mode: 0o600 });
+    await Deno.writeTextFile(options.knownRelaysFile, `${label} ${fingerprint}\n`, {
+      append: true,
+      mode: 0o600,
+    });
   }
   return { domain: info.domain, caCert: info.caCert, fingerprint, firstUse: !remembered };
 }
@@ -115,13 +125,17 @@ export async function fetchRelayInfo(relay: RelayAddress, timeoutMs: number): Pr
   }
   const parsed = RelayInfoSchema.safeParse(await response.json().catch(() => null));
   if (!response.ok || !parsed.success) {
-    throw new TrustError(`${addressLabel(relay)} did not answer like a reverprox relay (HTTP ${response.status})`);
+    throw new TrustError(
+      `${addressLabel(relay)} did not answer like a reverprox relay (HTTP ${response.status})`,
+    );
   }
   return parsed.data;
 }
 
 function addressLabel(relay: RelayAddress): string {
-  return relay.hostname.includes(":") ? `[${relay.hostname}]:${relay.port}` : `${relay.hostname}:${relay.port}`;
+  return relay.hostname.includes(":")
+    ? `[${relay.hostname}]:${relay.port}`
+    : `${relay.hostname}:${relay.port}`;
 }
 
 async function readKnownRelays(file: string): Promise<Map<string, string>> {

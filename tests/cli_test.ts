@@ -3,7 +3,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Child, Processes } from "./helpers/processes.ts";
 
-async function cli(processes: Processes, script: string, args: string[], env: Record<string, string> = {}) {
+async function cli(
+  processes: Processes,
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+) {
   const child = processes.add(new Child(script, script, args, env));
   const status = await child.status;
   await child.stop();
@@ -14,9 +19,23 @@ Deno.test("config set/get/show store settings privately; env and flags override 
   await using processes = new Processes();
   const dir = await processes.tempDir();
   const env = { REVERPROX_CONFIG_DIR: dir };
-  assert.equal((await cli(processes, "client.ts", ["config", "set", "server", "quic://tunnel.example.com:4433"], env)).code, 0);
-  assert.equal((await cli(processes, "client.ts", ["config", "set", "token", "s3cret"], env)).code, 0);
-  assert.equal((await cli(processes, "client.ts", ["config", "get", "server"], env)).out, "quic://tunnel.example.com:4433");
+  assert.equal(
+    (await cli(processes, "client.ts", [
+      "config",
+      "set",
+      "server",
+      "quic://tunnel.example.com:4433",
+    ], env)).code,
+    0,
+  );
+  assert.equal(
+    (await cli(processes, "client.ts", ["config", "set", "token", "s3cret"], env)).code,
+    0,
+  );
+  assert.equal(
+    (await cli(processes, "client.ts", ["config", "get", "server"], env)).out,
+    "quic://tunnel.example.com:4433",
+  );
   assert.equal((await Deno.stat(join(dir, "config.json"))).mode! & 0o077, 0);
 
   const shown = await cli(processes, "client.ts", ["config", "show"], env);
@@ -24,7 +43,10 @@ Deno.test("config set/get/show store settings privately; env and flags override 
   assert.match(shown.out, /token:\s+\(set\)/);
   assert.doesNotMatch(shown.out, /s3cret/);
 
-  const overridden = await cli(processes, "client.ts", ["config", "show"], { ...env, REVERPROX_SERVER: "quic://other:1" });
+  const overridden = await cli(processes, "client.ts", ["config", "show"], {
+    ...env,
+    REVERPROX_SERVER: "quic://other:1",
+  });
   assert.match(overridden.out, /server:\s+quic:\/\/other:1/);
 
   const unknown = await cli(processes, "client.ts", ["config", "set", "colour", "blue"], env);
@@ -43,7 +65,17 @@ Deno.test("both binaries explain themselves and reject bad arguments with exit c
   assert.match(clientHelp.out, /Usage: reverprox \[options\] \[command\] \[port\] \[name\]/);
   const serverHelp = await cli(processes, "server.ts", ["--help"]);
   assert.equal(serverHelp.code, 0);
-  for (const flag of ["--domain", "--http-port", "--quic-port", "--cert", "--state-dir", "--token", "--tokens-file"]) {
+  for (
+    const flag of [
+      "--domain",
+      "--http-port",
+      "--quic-port",
+      "--cert",
+      "--state-dir",
+      "--token",
+      "--tokens-file",
+    ]
+  ) {
     assert.match(serverHelp.out, new RegExp(flag));
   }
   const badName = await cli(processes, "client.ts", ["3000", "Not_A_Label"], env);

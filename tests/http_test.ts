@@ -17,12 +17,23 @@ const MB = 1024 * 1024;
 async function tunnel(processes: Processes, relayArgs: string[] = [], clientArgs: string[] = []) {
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes, { args: relayArgs });
-  const client = await startClient(processes, relay, ["http", String(origin.port), "--name=web", ...clientArgs]);
+  const client = await startClient(processes, relay, [
+    "http",
+    String(origin.port),
+    "--name=web",
+    ...clientArgs,
+  ]);
   return { origin, relay, client, url: client.urls[0] };
 }
 
 async function echo(response: Response) {
-  return await response.json() as { method: string; target: string; headers: [string, string][]; bytes: number; sha256: string };
+  return await response.json() as {
+    method: string;
+    target: string;
+    headers: [string, string][];
+    bytes: number;
+    sha256: string;
+  };
 }
 
 Deno.test("GET, POST, PUT, DELETE and HEAD reach the origin and come back intact", async (t) => {
@@ -55,7 +66,9 @@ Deno.test("GET, POST, PUT, DELETE and HEAD reach the origin and come back intact
     assert.equal(response.body, null);
   });
   await t.step("0-byte bodies both ways", async () => {
-    const upload = await echo(await visit(`${url}/echo`, { method: "POST", body: new Uint8Array(0) }));
+    const upload = await echo(
+      await visit(`${url}/echo`, { method: "POST", body: new Uint8Array(0) }),
+    );
     assert.equal(upload.bytes, 0);
     const download = await visit(`${url}/download?bytes=0`);
     assert.equal(download.status, 200);
@@ -77,7 +90,10 @@ Deno.test("50 MB bodies cross both ways with equal checksums", async (t) => {
   await t.step("download", async () => {
     const response = await visit(`${url}/download?bytes=${size}`);
     assert.equal(response.headers.get("content-length"), String(size));
-    assert.deepEqual(await streamSha256(response.body!), { sha256: patternSha256(size), bytes: size });
+    assert.deepEqual(await streamSha256(response.body!), {
+      sha256: patternSha256(size),
+      bytes: size,
+    });
   });
   await t.step("upload", async () => {
     const response = await visit(`${url}/echo`, { method: "POST", body: patternStream(size) });
@@ -106,13 +122,24 @@ Deno.test("headers: several Set-Cookie, gzip passthrough, forwarded and hop-by-h
     assert.equal(new TextDecoder().decode(gunzipSync(bytes)), "compressed hello\n".repeat(100));
   });
   await t.step("curl sees the same gzip bytes with --compressed", async () => {
-    const { stdout } = await run("curl", ["-s", "--compressed", "--resolve", `${new URL(url).host}:127.0.0.1`, `${url}/gzip`]);
+    const { stdout } = await run("curl", [
+      "-s",
+      "--compressed",
+      "--resolve",
+      `${new URL(url).host}:127.0.0.1`,
+      `${url}/gzip`,
+    ]);
     assert.equal(stdout, "compressed hello\n".repeat(100));
   });
   await t.step("X-Forwarded-* added, hop-by-hop dropped, Host kept", async () => {
     const seen = await echo(
       await visit(`${url}/echo`, {
-        headers: { "x-forwarded-for": "203.0.113.9", "connection": "x-secret", "x-secret": "1", "x-kept": "yes" },
+        headers: {
+          "x-forwarded-for": "203.0.113.9",
+          "connection": "x-secret",
+          "x-secret": "1",
+          "x-kept": "yes",
+        },
       }),
     );
     const headers = new Map(seen.headers);
@@ -127,7 +154,9 @@ Deno.test("headers: several Set-Cookie, gzip passthrough, forwarded and hop-by-h
 
 Deno.test("error pages: 404 unknown tunnel, 502 origin down, 504 origin timeout, 431 and 413", async (t) => {
   await using processes = new Processes();
-  const { url, origin, client, relay } = await tunnel(processes, ["--max-body-bytes=1000"], ["--origin-timeout=1000"]);
+  const { url, origin, client, relay } = await tunnel(processes, ["--max-body-bytes=1000"], [
+    "--origin-timeout=1000",
+  ]);
   const other = url.replace("//web.", "//nobody.");
   await t.step("404 for a name nobody holds", async () => {
     const response = await visit(`${other}/`);

@@ -7,7 +7,13 @@ import { join } from "node:path";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import { ALPN, type Frame } from "../lib/protocol.ts";
 import { trustRelay } from "../lib/trust.ts";
-import { Processes, type RelayHandle, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import {
+  Processes,
+  type RelayHandle,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 /** Opens QUIC to the relay, writes `bytes` on the control stream, returns what came back. */
@@ -37,7 +43,13 @@ async function speak(relay: RelayHandle, dir: string, bytes: Uint8Array) {
 }
 
 const hello = (overrides: Partial<Frame & { type: "hello" }> = {}) =>
-  encodeFrame({ type: "hello", version: 1, clientId: "x".repeat(32), tunnels: [{ kind: "http", name: "ok" }], ...overrides });
+  encodeFrame({
+    type: "hello",
+    version: 1,
+    clientId: "x".repeat(32),
+    tunnels: [{ kind: "http", name: "ok" }],
+    ...overrides,
+  });
 
 Deno.test("the relay refuses malformed and unexpected control frames with typed errors, and keeps serving", async (t) => {
   await using processes = new Processes();
@@ -48,14 +60,49 @@ Deno.test("the relay refuses malformed and unexpected control frames with typed 
 
   const cases: [string, Uint8Array, string, RegExp][] = [
     ["garbage bytes", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), "bad_frame", /version/],
-    ["an unknown frame type", new Uint8Array([1, 99, 0, 0, 0, 2, 123, 125]), "bad_frame", /unknown frame type/],
-    ["an oversized length", new Uint8Array([1, 1, 0x7f, 0xff, 0xff, 0xff]), "bad_frame", /over the/],
-    ["a ping instead of hello", encodeFrame({ type: "ping", seq: 1 }), "bad_frame", /expected hello/],
+    [
+      "an unknown frame type",
+      new Uint8Array([1, 99, 0, 0, 0, 2, 123, 125]),
+      "bad_frame",
+      /unknown frame type/,
+    ],
+    [
+      "an oversized length",
+      new Uint8Array([1, 1, 0x7f, 0xff, 0xff, 0xff]),
+      "bad_frame",
+      /over the/,
+    ],
+    [
+      "a ping instead of hello",
+      encodeFrame({ type: "ping", seq: 1 }),
+      "bad_frame",
+      /expected hello/,
+    ],
     ["a wrong protocol version", hello({ version: 99 }), "bad_version", /relay speaks protocol 1/],
-    ["a name with a dot", hello({ tunnels: [{ kind: "http", name: "a.b" }] }), "name_invalid", /not a DNS label/],
-    ["a unicode name", hello({ tunnels: [{ kind: "http", name: "ünï" }] }), "name_invalid", /not a DNS label/],
-    ["a name asked twice", hello({ tunnels: [{ kind: "http", name: "ok" }, { kind: "http", name: "ok" }] }), "name_invalid", /twice/],
-    ["someone else's name", hello({ tunnels: [{ kind: "http", name: "steady" }] }), "name_taken", /in use/],
+    [
+      "a name with a dot",
+      hello({ tunnels: [{ kind: "http", name: "a.b" }] }),
+      "name_invalid",
+      /not a DNS label/,
+    ],
+    [
+      "a unicode name",
+      hello({ tunnels: [{ kind: "http", name: "ünï" }] }),
+      "name_invalid",
+      /not a DNS label/,
+    ],
+    [
+      "a name asked twice",
+      hello({ tunnels: [{ kind: "http", name: "ok" }, { kind: "http", name: "ok" }] }),
+      "name_invalid",
+      /twice/,
+    ],
+    [
+      "someone else's name",
+      hello({ tunnels: [{ kind: "http", name: "steady" }] }),
+      "name_taken",
+      /in use/,
+    ],
   ];
   for (const [label, bytes, code, message] of cases) {
     await t.step(label, async () => {

@@ -25,17 +25,28 @@ Deno.test("a pinned fingerprint connects; a wrong one is refused loudly", async 
   await using processes = new Processes();
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes);
-  const pinned = await startClient(processes, relay, [String(origin.port), "pinned", `--fingerprint=${relay.fingerprint}`]);
+  const pinned = await startClient(processes, relay, [
+    String(origin.port),
+    "pinned",
+    `--fingerprint=${relay.fingerprint}`,
+  ]);
   assert.equal((await visit(`${pinned.urls[0]}/`)).status, 200);
 
   const wrong = "ab".repeat(32);
   const refused = processes.add(
-    new Child("wrong", "client.ts", [String(origin.port), "wrong", `--fingerprint=${wrong}`, `--server=${relay.server}`], {
+    new Child("wrong", "client.ts", [
+      String(origin.port),
+      "wrong",
+      `--fingerprint=${wrong}`,
+      `--server=${relay.server}`,
+    ], {
       REVERPROX_CONFIG_DIR: await processes.tempDir(),
     }),
   );
   assert.equal((await refused.status).code, 1);
-  await refused.waitFor(new RegExp(`presents CA fingerprint ${relay.fingerprint}, but ${wrong} is pinned`));
+  await refused.waitFor(
+    new RegExp(`presents CA fingerprint ${relay.fingerprint}, but ${wrong} is pinned`),
+  );
 });
 
 Deno.test("trust on first use remembers the relay; a changed certificate is refused", async () => {
@@ -50,9 +61,16 @@ Deno.test("trust on first use remembers the relay; a changed certificate is refu
   await relay.child.stop();
 
   // Same address, new identity: an impostor, as far as the client can tell.
-  const impostor = await startRelay(processes, { httpPort: relay.httpPort, quicPort: relay.quicPort });
+  const impostor = await startRelay(processes, {
+    httpPort: relay.httpPort,
+    quicPort: relay.quicPort,
+  });
   const refused = processes.add(
-    new Child("client-again", "client.ts", [String(origin.port), "tofu", `--server=${impostor.server}`], {
+    new Child("client-again", "client.ts", [
+      String(origin.port),
+      "tofu",
+      `--server=${impostor.server}`,
+    ], {
       REVERPROX_CONFIG_DIR: client.configDir,
     }),
   );
@@ -65,18 +83,31 @@ Deno.test("a relay with tokens refuses clients without the right one", async () 
   const origin = await startOrigin(processes);
   const tokensFile = join(await processes.tempDir(), "tokens");
   await Deno.writeTextFile(tokensFile, "# team tokens\nalpha-token\n\nbeta-token\n");
-  const relay = await startRelay(processes, { args: ["--token=flag-token", `--tokens-file=${tokensFile}`] });
+  const relay = await startRelay(processes, {
+    args: ["--token=flag-token", `--tokens-file=${tokensFile}`],
+  });
   for (const token of ["flag-token", "beta-token"]) {
-    const client = await startClient(processes, relay, [String(origin.port), token.split("-")[0], `--token=${token}`]);
+    const client = await startClient(processes, relay, [
+      String(origin.port),
+      token.split("-")[0],
+      `--token=${token}`,
+    ]);
     assert.equal((await visit(`${client.urls[0]}/`)).status, 200);
   }
-  const viaEnv = await startClient(processes, relay, [String(origin.port), "env"], { env: { REVERPROX_TOKEN: "alpha-token" } });
+  const viaEnv = await startClient(processes, relay, [String(origin.port), "env"], {
+    env: { REVERPROX_TOKEN: "alpha-token" },
+  });
   assert.equal((await visit(`${viaEnv.urls[0]}/`)).status, 200);
   for (const [label, args] of [["no token", []], ["wrong token", ["--token=nope"]]] as const) {
     const refused = processes.add(
-      new Child(label, "client.ts", [String(origin.port), "x", `--server=${relay.server}`, ...args], {
-        REVERPROX_CONFIG_DIR: await processes.tempDir(),
-      }),
+      new Child(
+        label,
+        "client.ts",
+        [String(origin.port), "x", `--server=${relay.server}`, ...args],
+        {
+          REVERPROX_CONFIG_DIR: await processes.tempDir(),
+        },
+      ),
     );
     assert.equal((await refused.status).code, 1);
     await refused.waitFor(/relay refused: .*\(unauthorized\)/);

@@ -3,7 +3,13 @@
  * and relays that die and come back.
  */
 import assert from "node:assert/strict";
-import { onlineUrls, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import {
+  onlineUrls,
+  Processes,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 async function text(url: string) {
@@ -17,7 +23,9 @@ async function eventually(url: string, status: number, timeoutMs = 15_000) {
   for (;;) {
     const answer = await text(url);
     if (answer.status === status) return answer;
-    if (Date.now() > deadline) throw new Error(`${url} still answers ${answer.status}: ${answer.body}`);
+    if (Date.now() > deadline) {
+      throw new Error(`${url} still answers ${answer.status}: ${answer.body}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -38,11 +46,21 @@ Deno.test("two clients with four tunnels serve at once, each to its own origin",
     }),
   );
   const first = await startClient(processes, relay, ["start", tunnelsFile], { tunnels: 3 });
-  const second = await startClient(processes, relay, [String(origins[3].port), "four"], { label: "client2" });
+  const second = await startClient(processes, relay, [String(origins[3].port), "four"], {
+    label: "client2",
+  });
   const urls = [...first.urls, ...second.urls];
-  assert.deepEqual(urls.map((url) => new URL(url).hostname), ["one", "two", "three", "four"].map((n) => `${n}.localhost`));
-  const answers = await Promise.all(urls.map((url) => visit(`${url}/echo/${new URL(url).hostname}`).then((r) => r.json())));
-  assert.deepEqual(answers.map((a) => a.target), urls.map((url) => `/echo/${new URL(url).hostname}`));
+  assert.deepEqual(
+    urls.map((url) => new URL(url).hostname),
+    ["one", "two", "three", "four"].map((n) => `${n}.localhost`),
+  );
+  const answers = await Promise.all(
+    urls.map((url) => visit(`${url}/echo/${new URL(url).hostname}`).then((r) => r.json())),
+  );
+  assert.deepEqual(
+    answers.map((a) => a.target),
+    urls.map((url) => `/echo/${new URL(url).hostname}`),
+  );
   // Each origin saw exactly its own tunnel's request.
   const hosts = answers.map((a) => new Map(a.headers as [string, string][]).get("host"));
   assert.deepEqual(hosts, urls.map((url) => new URL(url).host));
@@ -53,7 +71,9 @@ Deno.test("a taken name is refused with a clear error naming the conflict", asyn
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes);
   await startClient(processes, relay, [String(origin.port), "api"]);
-  const rival = await startClient(processes, relay, [String(origin.port), "api"], { label: "rival" }).catch((e) => e);
+  const rival = await startClient(processes, relay, [String(origin.port), "api"], {
+    label: "rival",
+  }).catch((e) => e);
   assert.ok(rival instanceof Error);
   assert.match(rival.message, /relay refused: "api" is in use by another client \(name_taken\)/);
 });
@@ -65,7 +85,9 @@ Deno.test("without a name the client gets a random readable one, and keeps it ac
   const first = await startClient(processes, relay, [String(origin.port)]);
   assert.match(first.urls[0], /^http:\/\/[a-z]+-[a-z]+-\d+\.localhost:\d+$/);
   await first.child.stop();
-  const again = await startClient(processes, relay, [String(origin.port)], { configDir: first.configDir });
+  const again = await startClient(processes, relay, [String(origin.port)], {
+    configDir: first.configDir,
+  });
   assert.equal(again.urls[0], first.urls[0]);
 });
 
@@ -82,10 +104,14 @@ Deno.test("a client killed with SIGKILL and restarted gets its URL back; others 
   const offline = await eventually(`${url}/`, 503);
   assert.match(offline.body, /tunnel offline/);
 
-  const thief = await startClient(processes, relay, [String(origin.port), "keep"], { label: "thief" }).catch((e) => e);
+  const thief = await startClient(processes, relay, [String(origin.port), "keep"], {
+    label: "thief",
+  }).catch((e) => e);
   assert.match(String(thief), /name_taken/);
 
-  const back = await startClient(processes, relay, [String(origin.port), "keep"], { configDir: client.configDir });
+  const back = await startClient(processes, relay, [String(origin.port), "keep"], {
+    configDir: client.configDir,
+  });
   assert.equal(back.urls[0], url);
   assert.equal((await text(`${url}/`)).status, 200);
 });
@@ -103,7 +129,9 @@ Deno.test("Ctrl-C frees the name at once; after the grace period an abandoned na
   crashed.child.kill("SIGKILL");
   await eventually(`${crashed.urls[0]}/`, 503);
   await eventually(`${crashed.urls[0]}/`, 404);
-  const newcomer = await startClient(processes, relay, [String(origin.port), "crashed"], { label: "newcomer" });
+  const newcomer = await startClient(processes, relay, [String(origin.port), "crashed"], {
+    label: "newcomer",
+  });
   assert.equal(newcomer.urls[0], crashed.urls[0]);
 });
 

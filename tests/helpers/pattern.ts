@@ -46,12 +46,16 @@ export function patternStream(total: number): ReadableStream<Uint8Array> {
 /** SHA-256 (hex) of the first `total` pattern bytes. */
 export function patternSha256(total: number): string {
   const hash = createHash("sha256");
-  for (let sent = 0; sent < total; sent += CHUNK) hash.update(slice(sent, Math.min(CHUNK, total - sent)));
+  for (let sent = 0; sent < total; sent += CHUNK) {
+    hash.update(slice(sent, Math.min(CHUNK, total - sent)));
+  }
   return hash.digest("hex");
 }
 
 /** SHA-256 (hex) and size of everything a stream yields. */
-export async function streamSha256(stream: ReadableStream<Uint8Array>): Promise<{ sha256: string; bytes: number }> {
+export async function streamSha256(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ sha256: string; bytes: number }> {
   const hash = createHash("sha256");
   let bytes = 0;
   for await (const chunk of stream) {

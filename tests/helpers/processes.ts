@@ -19,7 +19,12 @@ export class Child {
   #process: Deno.ChildProcess;
   #pumps: Promise<void>[];
 
-  constructor(readonly label: string, script: string, args: string[], env: Record<string, string> = {}) {
+  constructor(
+    readonly label: string,
+    script: string,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
     this.#process = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", join(ROOT, script), ...args],
       cwd: ROOT,
@@ -51,7 +56,9 @@ export class Child {
       }
       if (exited) {
         await Promise.all(this.#pumps);
-        if (seen === this.lines.length) throw new Error(`${this.label} exited before printing ${pattern}\n${this.output()}`);
+        if (seen === this.lines.length) {
+          throw new Error(`${this.label} exited before printing ${pattern}\n${this.output()}`);
+        }
       } else if (Date.now() > deadline) {
         throw new Error(`${this.label} did not print ${pattern}\n${this.output()}`);
       }
@@ -143,7 +150,9 @@ export async function startRelay(
       ...(options.args ?? []),
     ]),
   );
-  const [, http, quic, fingerprint] = await child.waitFor(/^ready http=(\d+) quic=(\d+) fingerprint=(\w+)/);
+  const [, http, quic, fingerprint] = await child.waitFor(
+    /^ready http=(\d+) quic=(\d+) fingerprint=(\w+)/,
+  );
   return {
     child,
     httpPort: Number(http),
@@ -166,7 +175,8 @@ export async function startClient(
   processes: Processes,
   relay: RelayHandle,
   args: string[],
-  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } = {},
+  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } =
+    {},
 ): Promise<ClientHandle> {
   const configDir = options.configDir ?? await processes.tempDir();
   const child = processes.add(
@@ -191,7 +201,10 @@ export async function onlineUrls(child: Child, tunnels: number, from = 0): Promi
 }
 
 /** Starts the test origin and returns its port. */
-export async function startOrigin(processes: Processes, port = 0): Promise<{ child: Child; port: number }> {
+export async function startOrigin(
+  processes: Processes,
+  port = 0,
+): Promise<{ child: Child; port: number }> {
   const child = processes.add(new Child("origin", "tests/fixtures/origin.ts", [String(port)]));
   const [, bound] = await child.waitFor(/^ready port=(\d+)/);
   return { child, port: Number(bound) };

@@ -1,0 +1,53 @@
+/**
+ * `deno task demo`: a relay, a sample app and a client on loopback in one
+ * process, with nothing to set up. Prints the public URL (`*.localhost`
+ * resolves to loopback in browsers and curl) and runs until Ctrl-C.
+ *
+ * Flags: `--http-port N` (8080), `--quic-port N` (4433); 0 picks free ports.
+ * @module
+ */
+import { Command, Option } from "commander";
+import { join } from "node:path";
+import { Agent } from "../lib/agent.ts";
+import { loadOrCreateIdentity } from "../lib/cert.ts";
+import { DEFAULT_RELAY_OPTIONS, Relay } from "../lib/relay.ts";
+import { setupLogging } from "../lib/log.ts";
+import { sampleApp } from "./sample_app.ts";
+
+const flags = new Command("demo")
+  .addOption(new Option("--http-port <port>").argParser(Number).default(8080))
+  .addOption(new Option("--quic-port <port>").argParser(Number).default(4433))
+  .parse(Deno.args, { from: "user" })
+  .opts<{ httpPort: number; quicPort: number }>();
+
+setupLogging("warning");
+const scratch = await Deno.makeTempDir({ prefix: "reverprox-demo-" });
+const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, sampleApp);
+const relay = Relay.start({
+  ...DEFAULT_RELAY_OPTIONS,
+  hostname: "127.0.0.1",
+  httpPort: flags.httpPort,
+  quicPort: flags.quicPort,
+  identity: await loadOrCreateIdentity(scratch, "localhost"),
+});
+const stopping = new AbortController();
+const agent = new Agent({
+  relay: { hostname: "127.0.0.1", port: relay.quicPort },
+  fingerprint: relay.options.identity.fingerprint,
+  knownRelaysFile: join(scratch, "known_relays"),
+  clientId: crypto.randomUUID(),
+  tunnels: [{ kind: "http", name: "demo", origin: { protocol: "http:", hostname: "127.0.0.1", port: app.addr.port } }],
+  onOnline(grants) {
+    console.log(`reverprox demo: relay on :${relay.httpPort} (HTTP) and :${relay.quicPort} (QUIC), sample app on :${app.addr.port}`);
+    for (const grant of grants) console.log(`\n  open ${grant.url}\n  or:  curl ${grant.url}\n`);
+    console.log("Requests show below; Ctrl-C stops everything.");
+  },
+  onRequest(_tunnel, outcome) {
+    console.log(`${new Date().toTimeString().slice(0, 8)} ${outcome.method} ${outcome.target} ${outcome.status} ${Math.round(outcome.durationMs)} ms`);
+  },
+});
+for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, () => stopping.abort());
+await agent.run(stopping.signal);
+await relay.shutdown("demo over");
+await app.shutdown();
+await Deno.remove(scratch, { recursive: true });
