@@ -9,7 +9,7 @@ async function cli(
   args: string[],
   env: Record<string, string> = {},
 ) {
-  const child = processes.add(new Child(script, script, args, env));
+  const child = processes.add(Child.script(script, script, args, env));
   const status = await child.status;
   await child.stop();
   return { code: status.code, out: child.lines.join("\n") };

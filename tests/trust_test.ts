@@ -34,7 +34,7 @@ Deno.test("a pinned fingerprint connects; a wrong one is refused loudly", async 
 
   const wrong = "ab".repeat(32);
   const refused = processes.add(
-    new Child("wrong", "client.ts", [
+    Child.script("wrong", "client.ts", [
       String(origin.port),
       "wrong",
       `--fingerprint=${wrong}`,
@@ -66,7 +66,7 @@ Deno.test("trust on first use remembers the relay; a changed certificate is refu
     quicPort: relay.quicPort,
   });
   const refused = processes.add(
-    new Child("client-again", "client.ts", [
+    Child.script("client-again", "client.ts", [
       String(origin.port),
       "tofu",
       `--server=${impostor.server}`,
@@ -100,7 +100,7 @@ Deno.test("a relay with tokens refuses clients without the right one", async () 
   assert.equal((await visit(`${viaEnv.urls[0]}/`)).status, 200);
   for (const [label, args] of [["no token", []], ["wrong token", ["--token=nope"]]] as const) {
     const refused = processes.add(
-      new Child(
+      Child.script(
         label,
         "client.ts",
         [String(origin.port), "x", `--server=${relay.server}`, ...args],

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const STOP_TIMEOUT_MS = 5_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -19,14 +19,14 @@ export class Child {
   #process: Deno.ChildProcess;
   #pumps: Promise<void>[];
 
-  constructor(
-    readonly label: string,
-    script: string,
-    args: string[],
-    env: Record<string, string> = {},
-  ) {
-    this.#process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", join(ROOT, script), ...args],
+  /** Runs one of this repository's scripts with `deno run -A`. */
+  static script(label: string, script: string, args: string[], env: Record<string, string> = {}): Child {
+    return new Child(label, Deno.execPath(), ["run", "-A", join(ROOT, script), ...args], env);
+  }
+
+  constructor(readonly label: string, command: string, args: string[], env: Record<string, string> = {}) {
+    this.#process = new Deno.Command(command, {
+      args,
       cwd: ROOT,
       env,
       stdin: "null",
@@ -141,7 +141,7 @@ export async function startRelay(
 ): Promise<RelayHandle> {
   const stateDir = options.stateDir ?? await processes.tempDir();
   const child = processes.add(
-    new Child("relay", "server.ts", [
+    Child.script("relay", "server.ts", [
       "--hostname=127.0.0.1",
       `--http-port=${options.httpPort ?? 0}`,
       `--quic-port=${options.quicPort ?? 0}`,
@@ -180,7 +180,7 @@ export async function startClient(
 ): Promise<ClientHandle> {
   const configDir = options.configDir ?? await processes.tempDir();
   const child = processes.add(
-    new Child(options.label ?? "client", "client.ts", [...args, `--server=${relay.server}`], {
+    Child.script(options.label ?? "client", "client.ts", [...args, `--server=${relay.server}`], {
       REVERPROX_CONFIG_DIR: configDir,
       ...options.env,
     }),
@@ -205,7 +205,7 @@ export async function startOrigin(
   processes: Processes,
   port = 0,
 ): Promise<{ child: Child; port: number }> {
-  const child = processes.add(new Child("origin", "tests/fixtures/origin.ts", [String(port)]));
+  const child = processes.add(Child.script("origin", "tests/fixtures/origin.ts", [String(port)]));
   const [, bound] = await child.waitFor(/^ready port=(\d+)/);
   return { child, port: Number(bound) };
 }
