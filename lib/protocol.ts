@@ -25,7 +25,7 @@ export const ALPN = `reverprox/${PROTOCOL_VERSION}`;
 /** Hard cap on one frame's payload, so a peer cannot make us buffer without bound. */
 export const MAX_FRAME_BYTES = 256 * 1024;
 /** Most tunnels one client connection may hold. */
-export const MAX_TUNNELS_PER_CLIENT = 64;
+export const MAX_TUNNELS_PER_CLIENT = 1000;
 
 /** Stable error codes carried by `error` frames; scripts may match on them. */
 export const ERROR_CODES = [
