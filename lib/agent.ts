@@ -21,13 +21,7 @@
 import type http from "node:http";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import { answerRequest, type Origin, originAgent, type RequestOutcome } from "./http_bridge.ts";
-import {
-  ALPN,
-  type ErrorCode,
-  type FrameOf,
-  PROTOCOL_VERSION,
-  type TunnelGrant,
-} from "./protocol.ts";
+import { ALPN, type ErrorCode, type FrameOf, PROTOCOL_VERSION, type TunnelGrant } from "./protocol.ts";
 import { type RelayAddress, type TrustedRelay, TrustError, trustRelay } from "./trust.ts";
 import { delay, TimeoutError, withTimeout } from "./async.ts";
 import { getLogger } from "./log.ts";

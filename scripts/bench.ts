@@ -59,16 +59,29 @@ for (const tool of ["wrk", "curl"]) {
 await using processes = new Processes();
 const origin = processes.add(Child.script("origin", "scripts/bench/origin.ts", []));
 const originPort = Number((await origin.waitFor(/^ready port=(\d+)/))[1]);
-const targets: Target[] = [{ name: "direct", url: `http://127.0.0.1:${originPort}`, pids: { origin: origin.pid } }];
+const targets: Target[] = [{
+  name: "direct",
+  url: `http://127.0.0.1:${originPort}`,
+  pids: { origin: origin.pid },
+}];
 
 if (flags.ssh) {
   const ssh = await startSshTunnel(processes, originPort);
   if ("missing" in ssh) console.error(`bench: skipping ssh -R: ${ssh.missing} is missing`);
-  else targets.push({ name: "ssh -R", url: `http://127.0.0.1:${ssh.port}`, pids: { sshd: ssh.sshdPid, ssh: ssh.sshPid } });
+  else {targets.push({
+      name: "ssh -R",
+      url: `http://127.0.0.1:${ssh.port}`,
+      pids: { sshd: ssh.sshdPid, ssh: ssh.sshPid },
+    });}
 }
 
 const relay = await startRelay(processes, { args: ["--heartbeat=5", "--log-level=warning"] });
-const client = await startClient(processes, relay, ["http", String(originPort), "--name=bench", "--log-level=warning"]);
+const client = await startClient(processes, relay, [
+  "http",
+  String(originPort),
+  "--name=bench",
+  "--log-level=warning",
+]);
 targets.push({
   name: "reverprox",
   url: `http://127.0.0.1:${relay.httpPort}`,
@@ -88,10 +101,32 @@ const uploadFile = join(await processes.tempDir(), "upload.bin");
 const rows: Row[] = [];
 for (const target of targets) {
   console.error(`bench: ${target.name} …`);
-  const c32 = await wrk(`${target.url}/`, { connections: 32, threads: 2, seconds: flags.seconds, host: target.host });
-  const c1 = await wrk(`${target.url}/`, { connections: 1, threads: 1, seconds: flags.seconds, host: target.host });
-  const downloadMBps = await curlSpeed(target, ["-o", "/dev/null", `${target.url}/download?bytes=${bytes}`], "download");
-  const uploadMBps = await curlSpeed(target, ["-o", "/dev/null", "-X", "POST", "-T", uploadFile, `${target.url}/upload`], "upload");
+  const c32 = await wrk(`${target.url}/`, {
+    connections: 32,
+    threads: 2,
+    seconds: flags.seconds,
+    host: target.host,
+  });
+  const c1 = await wrk(`${target.url}/`, {
+    connections: 1,
+    threads: 1,
+    seconds: flags.seconds,
+    host: target.host,
+  });
+  const downloadMBps = await curlSpeed(
+    target,
+    ["-o", "/dev/null", `${target.url}/download?bytes=${bytes}`],
+    "download",
+  );
+  const uploadMBps = await curlSpeed(target, [
+    "-o",
+    "/dev/null",
+    "-X",
+    "POST",
+    "-T",
+    uploadFile,
+    `${target.url}/upload`,
+  ], "upload");
   const wsRttMs = await webSocketRtt(target).catch((error) => {
     console.error(`bench: WebSocket via ${target.name} failed: ${error.message}`);
     return NaN;
@@ -129,7 +164,11 @@ async function curlSpeed(target: Target, args: string[], direction: "download" |
     stdout: "piped",
     stderr: "piped",
   }).output();
-  if (!output.success) throw new Error(`curl ${direction} via ${target.name} failed: ${new TextDecoder().decode(output.stderr)}`);
+  if (!output.success) {
+    throw new Error(
+      `curl ${direction} via ${target.name} failed: ${new TextDecoder().decode(output.stderr)}`,
+    );
+  }
   return Number(new TextDecoder().decode(output.stdout)) / (1024 * 1024);
 }
 
@@ -185,21 +224,33 @@ async function scaleRun(count: number) {
   const registerSeconds = (performance.now() - started) / 1000;
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const loadedMB = await rss(scaleRelay.child.pid);
-  return { tunnels: count, clients, registerSeconds, relayEmptyMB: emptyMB, relayLoadedMB: loadedMB, relayDeltaMB: loadedMB - emptyMB };
+  return {
+    tunnels: count,
+    clients,
+    registerSeconds,
+    relayEmptyMB: emptyMB,
+    relayLoadedMB: loadedMB,
+    relayDeltaMB: loadedMB - emptyMB,
+  };
 }
 
 function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): string {
   const direct = rows[0];
-  const ratio = (value: number, base: number) => Number.isFinite(value) && base ? ` (${(value / base).toFixed(2)}x)` : "";
+  const ratio = (value: number, base: number) =>
+    Number.isFinite(value) && base ? ` (${(value / base).toFixed(2)}x)` : "";
   const lines = [
     "| path | req/s c32 | p50 / p99 c32 (ms) | req/s c1 | p50 / p99 c1 (ms) | download MB/s | upload MB/s | WS echo RTT (ms) | RSS (MB) |",
     "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.target} | ${row.c32.requestsPerSecond.toFixed(0)}${ratio(row.c32.requestsPerSecond, direct.c32.requestsPerSecond)} | ` +
+      `| ${row.target} | ${row.c32.requestsPerSecond.toFixed(0)}${
+        ratio(row.c32.requestsPerSecond, direct.c32.requestsPerSecond)
+      } | ` +
         `${row.c32.p50Ms.toFixed(2)} / ${row.c32.p99Ms.toFixed(2)} | ` +
-        `${row.c1.requestsPerSecond.toFixed(0)}${ratio(row.c1.requestsPerSecond, direct.c1.requestsPerSecond)} | ` +
+        `${row.c1.requestsPerSecond.toFixed(0)}${
+          ratio(row.c1.requestsPerSecond, direct.c1.requestsPerSecond)
+        } | ` +
         `${row.c1.p50Ms.toFixed(2)} / ${row.c1.p99Ms.toFixed(2)} | ` +
         `${row.downloadMBps.toFixed(0)}${ratio(row.downloadMBps, direct.downloadMBps)} | ` +
         `${row.uploadMBps.toFixed(0)}${ratio(row.uploadMBps, direct.uploadMBps)} | ` +
@@ -207,9 +258,17 @@ function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): 
     );
   }
   if (scaleRows.length) {
-    lines.push("", "| idle tunnels | clients | time to register (s) | relay RSS empty → loaded (MB) |", "|---|---|---|---|");
+    lines.push(
+      "",
+      "| idle tunnels | clients | time to register (s) | relay RSS empty → loaded (MB) |",
+      "|---|---|---|---|",
+    );
     for (const s of scaleRows) {
-      lines.push(`| ${s.tunnels} | ${s.clients} | ${s.registerSeconds.toFixed(1)} | ${s.relayEmptyMB} → ${s.relayLoadedMB} (+${s.relayDeltaMB}) |`);
+      lines.push(
+        `| ${s.tunnels} | ${s.clients} | ${
+          s.registerSeconds.toFixed(1)
+        } | ${s.relayEmptyMB} → ${s.relayLoadedMB} (+${s.relayDeltaMB}) |`,
+      );
     }
   }
   return lines.join("\n");

@@ -36,14 +36,24 @@ const agent = new Agent({
   fingerprint: relay.options.identity.fingerprint,
   knownRelaysFile: join(scratch, "known_relays"),
   clientId: crypto.randomUUID(),
-  tunnels: [{ kind: "http", name: "demo", origin: { protocol: "http:", hostname: "127.0.0.1", port: app.addr.port } }],
+  tunnels: [{
+    kind: "http",
+    name: "demo",
+    origin: { protocol: "http:", hostname: "127.0.0.1", port: app.addr.port },
+  }],
   onOnline(grants) {
-    console.log(`reverprox demo: relay on :${relay.httpPort} (HTTP) and :${relay.quicPort} (QUIC), sample app on :${app.addr.port}`);
+    console.log(
+      `reverprox demo: relay on :${relay.httpPort} (HTTP) and :${relay.quicPort} (QUIC), sample app on :${app.addr.port}`,
+    );
     for (const grant of grants) console.log(`\n  open ${grant.url}\n  or:  curl ${grant.url}\n`);
     console.log("Requests show below; Ctrl-C stops everything.");
   },
   onRequest(_tunnel, outcome) {
-    console.log(`${new Date().toTimeString().slice(0, 8)} ${outcome.method} ${outcome.target} ${outcome.status} ${Math.round(outcome.durationMs)} ms`);
+    console.log(
+      `${new Date().toTimeString().slice(0, 8)} ${outcome.method} ${outcome.target} ${outcome.status} ${
+        Math.round(outcome.durationMs)
+      } ms`,
+    );
   },
 });
 for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, () => stopping.abort());

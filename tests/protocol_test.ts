@@ -7,13 +7,7 @@ import { join } from "node:path";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import { ALPN, type Frame } from "../lib/protocol.ts";
 import { trustRelay } from "../lib/trust.ts";
-import {
-  Processes,
-  type RelayHandle,
-  startClient,
-  startOrigin,
-  startRelay,
-} from "./helpers/processes.ts";
+import { Processes, type RelayHandle, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 /** Opens QUIC to the relay, writes `bytes` on the control stream, returns what came back. */

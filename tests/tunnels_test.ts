@@ -3,13 +3,7 @@
  * and relays that die and come back.
  */
 import assert from "node:assert/strict";
-import {
-  onlineUrls,
-  Processes,
-  startClient,
-  startOrigin,
-  startRelay,
-} from "./helpers/processes.ts";
+import { onlineUrls, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 async function text(url: string) {

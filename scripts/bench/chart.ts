@@ -44,20 +44,34 @@ export function ratioChart(rows: ChartRow[], date: string): string {
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${left}" y="20" font-size="14">Ratio to direct (higher is better), ${date.slice(0, 10)}</text>`,
     `<line x1="${left}" y1="${bottom}" x2="${width - 10}" y2="${bottom}" stroke="#333"/>`,
-    `<line x1="${left}" y1="${bottom - scale(1)}" x2="${width - 10}" y2="${bottom - scale(1)}" stroke="#999" stroke-dasharray="4"/>`,
+    `<line x1="${left}" y1="${bottom - scale(1)}" x2="${width - 10}" y2="${
+      bottom - scale(1)
+    }" stroke="#999" stroke-dasharray="4"/>`,
     `<text x="${left - 6}" y="${bottom - scale(1) + 4}" text-anchor="end">1.0</text>`,
   ];
   METRICS.forEach(([label], m) => {
     const x0 = left + m * group + 8;
     ratios[m].forEach((ratio, r) => {
       const h = scale(ratio);
-      parts.push(`<rect x="${x0 + r * bar}" y="${bottom - h}" width="${bar - 2}" height="${h}" fill="${COLORS[r % COLORS.length]}"/>`);
-      parts.push(`<text x="${x0 + r * bar + bar / 2}" y="${bottom - h - 3}" text-anchor="middle" font-size="9">${ratio.toFixed(2)}</text>`);
+      parts.push(
+        `<rect x="${x0 + r * bar}" y="${bottom - h}" width="${bar - 2}" height="${h}" fill="${
+          COLORS[r % COLORS.length]
+        }"/>`,
+      );
+      parts.push(
+        `<text x="${x0 + r * bar + bar / 2}" y="${bottom - h - 3}" text-anchor="middle" font-size="9">${
+          ratio.toFixed(2)
+        }</text>`,
+      );
     });
     parts.push(`<text x="${x0 + (group - 16) / 2}" y="${bottom + 16}" text-anchor="middle">${label}</text>`);
   });
   rows.forEach((row, r) => {
-    parts.push(`<rect x="${left + r * 110}" y="${height - 22}" width="10" height="10" fill="${COLORS[r % COLORS.length]}"/>`);
+    parts.push(
+      `<rect x="${left + r * 110}" y="${height - 22}" width="10" height="10" fill="${
+        COLORS[r % COLORS.length]
+      }"/>`,
+    );
     parts.push(`<text x="${left + r * 110 + 14}" y="${height - 13}">${row.target}</text>`);
   });
   parts.push("</svg>");

@@ -30,7 +30,8 @@ export async function waitForPort(port: number, timeoutMs = 10_000): Promise<voi
 }
 
 async function run(command: string, args: string[]) {
-  const { success, stderr } = await new Deno.Command(command, { args, stdout: "null", stderr: "piped" }).output();
+  const { success, stderr } = await new Deno.Command(command, { args, stdout: "null", stderr: "piped" })
+    .output();
   if (!success) throw new Error(`${command} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
 }
 
@@ -73,7 +74,8 @@ export async function startSshTunnel(
   const daemon = processes.add(new Child("sshd", sshd, ["-D", "-e", "-f", join(dir, "sshd_config")]));
   await waitForPort(sshdPort);
   const port = freePort();
-  const user = Deno.env.get("USER") ?? new TextDecoder().decode((await new Deno.Command("id", { args: ["-un"] }).output()).stdout).trim();
+  const user = Deno.env.get("USER") ??
+    new TextDecoder().decode((await new Deno.Command("id", { args: ["-un"] }).output()).stdout).trim();
   const client = processes.add(
     new Child("ssh -R", "ssh", [
       "-N",

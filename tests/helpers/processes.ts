@@ -175,8 +175,7 @@ export async function startClient(
   processes: Processes,
   relay: RelayHandle,
   args: string[],
-  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } =
-    {},
+  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } = {},
 ): Promise<ClientHandle> {
   const configDir = options.configDir ?? await processes.tempDir();
   const child = processes.add(
