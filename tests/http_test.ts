@@ -197,3 +197,36 @@ Deno.test("error pages: 404 unknown tunnel, 502 origin down, 504 origin timeout,
     assert.equal(notices.length, 1, client.child.output());
   });
 });
+
+Deno.test("the relay answers 503 past --max-in-flight and drains in-flight requests on SIGTERM", async (t) => {
+  await using processes = new Processes();
+  const { url, relay } = await tunnel(processes, ["--max-in-flight=1"]);
+  const slow = visit(`${url}/slow?ms=1500`);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await t.step("a second request while one is in flight is refused", async () => {
+    const refused = await visit(`${url}/`);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get("x-reverprox-error"), "relay_overloaded");
+    await refused.body?.cancel();
+  });
+  await t.step("SIGTERM lets the slow request finish, then the relay exits cleanly", async () => {
+    relay.child.kill("SIGTERM");
+    const response = await slow;
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), "slow\n");
+    assert.equal((await relay.child.status).code, 0);
+  });
+});
+
+Deno.test("the client warns at start when nothing listens on the origin port", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  const unused = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (unused.addr as Deno.NetAddr).port;
+  unused.close();
+  const client = await startClient(processes, relay, [String(port), "early"]);
+  await client.child.waitFor(new RegExp(`warning: nothing answers at localhost:${port}.*visitors get 502 until it starts`));
+  const response = await visit(`${client.urls[0]}/`);
+  assert.equal(response.status, 502);
+  await response.body?.cancel();
+});
