@@ -21,6 +21,7 @@
 import type http from "node:http";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import { answerRequest, type Origin, originAgent, type RequestOutcome } from "./http_bridge.ts";
+import { answerWebSocket } from "./websocket_bridge.ts";
 import { ALPN, type ErrorCode, type FrameOf, PROTOCOL_VERSION, type TunnelGrant } from "./protocol.ts";
 import { type RelayAddress, type TrustedRelay, TrustError, trustRelay } from "./trust.ts";
 import { delay, TimeoutError, withTimeout } from "./async.ts";
@@ -272,11 +273,14 @@ export class Agent {
       await reader.cancel();
       return;
     }
-    const outcome = await answerRequest(head, reader, writer, {
-      origin: tunnel.origin,
-      originTimeoutMs: this.options.originTimeoutMs ?? 60_000,
-      agent: this.#originAgents.get(tunnel.name)!,
-    });
+    const originTimeoutMs = this.options.originTimeoutMs ?? 60_000;
+    const outcome = head.upgrade === "websocket"
+      ? await answerWebSocket(head, reader, writer, { origin: tunnel.origin, originTimeoutMs })
+      : await answerRequest(head, reader, writer, {
+        origin: tunnel.origin,
+        originTimeoutMs,
+        agent: this.#originAgents.get(tunnel.name)!,
+      });
     this.#noteOrigin(tunnel, outcome);
     this.options.onRequest?.(tunnel.name, outcome);
   }

@@ -1,7 +1,9 @@
 /**
  * The only code that turns frames into bytes and back.
  *
- * A frame is `[version u8][type u8][length u32 BE][payload: JSON, UTF-8]`.
+ * A frame is `[version u8][type u8][length u32 BE][payload]`. The payload is
+ * JSON (UTF-8), except for `ws-data`: `[flags u8][message bytes]`, flags bit 0
+ * = binary, bit 1 = final piece.
  * Decoders reject truncated, oversized, unknown-version, unknown-type and
  * malformed input with a {@link FrameError}; nothing is buffered past
  * {@link MAX_FRAME_BYTES}. After a head frame, the rest of a stream is raw
@@ -18,10 +20,18 @@ import {
   type Frame,
   FRAME_TYPE_IDS,
   type FrameOf,
-  FrameSchema,
+  JsonFrameSchema,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
+  type WsDataFrame,
 } from "./protocol.ts";
+
+function wsPayload(frame: WsDataFrame): Uint8Array {
+  const payload = new Uint8Array(1 + frame.data.length);
+  payload[0] = (frame.binary ? 1 : 0) | (frame.final ? 2 : 0);
+  payload.set(frame.data, 1);
+  return payload;
+}
 
 /** Callbacks for {@link FrameReader.rest}. */
 export interface RestHooks {
@@ -54,7 +64,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Encodes one frame; throws `FrameError("oversized")` past the cap. */
 export function encodeFrame(frame: Frame): Uint8Array {
-  const payload = encoder.encode(JSON.stringify(frame));
+  const payload = frame.type === "ws-data" ? wsPayload(frame) : encoder.encode(JSON.stringify(frame));
   if (payload.length > MAX_FRAME_BYTES) {
     throw new FrameError(
       "oversized",
@@ -93,13 +103,21 @@ export function decodeFrame(bytes: Uint8Array): { frame: Frame; size: number } |
   }
   const size = FRAME_HEADER_BYTES + length;
   if (bytes.length < size) return null;
+  if (type === "ws-data") {
+    if (length < 1 || bytes[FRAME_HEADER_BYTES] > 3) {
+      throw new FrameError("malformed", "ws-data frame has bad flags");
+    }
+    const flags = bytes[FRAME_HEADER_BYTES];
+    const data = bytes.slice(FRAME_HEADER_BYTES + 1, size);
+    return { frame: { type, binary: (flags & 1) === 1, final: (flags & 2) === 2, data }, size };
+  }
   let json: unknown;
   try {
     json = JSON.parse(decoder.decode(bytes.subarray(FRAME_HEADER_BYTES, size)));
   } catch {
     throw new FrameError("malformed", `${type} frame payload is not UTF-8 JSON`);
   }
-  const parsed = FrameSchema.safeParse(json);
+  const parsed = JsonFrameSchema.safeParse(json);
   if (!parsed.success || parsed.data.type !== type) {
     throw new FrameError("malformed", `${type} frame payload has the wrong shape`);
   }

@@ -49,6 +49,13 @@ export function headerPairs(headers: Headers): HeaderPairs {
   return pairs;
 }
 
+/** Node's flat `rawHeaders` (`[name, value, name, value, …]`) as pairs. */
+export function rawHeaderPairs(raw: string[]): HeaderPairs {
+  const pairs: HeaderPairs = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i], raw[i + 1]]);
+  return pairs;
+}
+
 /** What the relay tells the origin about the visitor. */
 export interface ForwardedInfo {
   remoteAddr: string;

@@ -20,7 +20,7 @@ import { once } from "node:events";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { errorPage } from "./pages.ts";
-import { endToEndHeaders, type HeaderPairs } from "./headers.ts";
+import { endToEndHeaders, type HeaderPairs, rawHeaderPairs } from "./headers.ts";
 
 /** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
 export function hasNoBody(method: string, status: number): boolean {
@@ -94,7 +94,8 @@ export async function forwardRequest(
   return new Response(responseBody, { status: answer.status, headers });
 }
 
-function originErrorPage(frame: FrameOf<"error">): Response {
+/** The visitor's page for a client's `error` answer. */
+export function originErrorPage(frame: FrameOf<"error">): Response {
   switch (frame.code) {
     case "origin_refused":
       return errorPage(502, "origin_refused", frame.message);
@@ -197,7 +198,11 @@ export async function answerRequest(
   const status = response.statusCode ?? 502;
   try {
     await writer.write(
-      encodeFrame({ type: "response", status, headers: rawPairs(response.rawHeaders) }),
+      encodeFrame({
+        type: "response",
+        status,
+        headers: endToEndHeaders(rawHeaderPairs(response.rawHeaders)),
+      }),
     );
     for await (const chunk of response) await writer.write(chunk);
     await writer.close();
@@ -237,10 +242,4 @@ function toNodeHeaders(pairs: HeaderPairs): Record<string, string | string[]> {
     else headers[key] = [existing, value];
   }
   return headers;
-}
-
-function rawPairs(raw: string[]): HeaderPairs {
-  const pairs: HeaderPairs = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i], raw[i + 1]]);
-  return endToEndHeaders(pairs);
 }

@@ -22,7 +22,8 @@ export type PageCode =
   | "headers_too_large"
   | "uri_too_long"
   | "body_too_large"
-  | "bad_request";
+  | "bad_request"
+  | "upgrade_unsupported";
 
 /** A plain-text error page; the body ends in a newline so curl output reads well. */
 export function errorPage(status: number, code: PageCode, message: string): Response {

@@ -7,8 +7,10 @@
  * first (`hello` → `welcome` | `error`, then `ping`/`pong` both ways, `goodbye`
  * to leave). The relay opens one bidirectional stream per public request
  * (`request` head, body bytes; the client answers `response` head, body bytes)
- * or per public TCP connection (`tcp-open`, then raw bytes both ways). Stream
- * end is body end; a reset stream is an abort.
+ * or per public TCP connection (`tcp-open`, then raw bytes both ways). A
+ * WebSocket is a `request` with `upgrade: "websocket"` answered by a 101
+ * `response`, then `ws-data` and `ws-close` frames both ways. Stream end is
+ * body end; a reset stream is an abort.
  *
  * @example
  * ```ts
@@ -66,8 +68,8 @@ export const TunnelGrantSchema = z.object({
 });
 export type TunnelGrant = z.infer<typeof TunnelGrantSchema>;
 
-/** Every frame on the wire, keyed by `type`. */
-export const FrameSchema = z.discriminatedUnion("type", [
+/** Every frame with a JSON payload, keyed by `type`. */
+export const JsonFrameSchema = z.discriminatedUnion("type", [
   /** Client → relay, first frame on the control stream: who I am and what I want. */
   z.object({
     type: z.literal("hello"),
@@ -104,6 +106,8 @@ export const FrameSchema = z.discriminatedUnion("type", [
     target: z.string(),
     headers: z.array(header),
     remoteAddr: z.string().max(128),
+    /** Set when the visitor asked for a WebSocket; the answer is then a 101 and messages follow. */
+    upgrade: z.literal("websocket").optional(),
   }),
   /** Client → relay, first frame of the answer; the response body follows as raw bytes. */
   z.object({
@@ -117,8 +121,28 @@ export const FrameSchema = z.discriminatedUnion("type", [
     tunnel: z.string(),
     remoteAddr: z.string().max(128),
   }),
+  /** Either way on a WebSocket stream: that side closed with this code and reason. */
+  z.object({
+    type: z.literal("ws-close"),
+    code: z.number().int().min(1000).max(4999),
+    reason: z.string().max(123),
+  }),
 ]);
-export type Frame = z.infer<typeof FrameSchema>;
+export type JsonFrame = z.infer<typeof JsonFrameSchema>;
+
+/**
+ * Either way on a WebSocket stream: one piece of a message, raw bytes on the
+ * wire (no JSON). A message longer than one frame is split; `final` marks its
+ * last piece.
+ */
+export interface WsDataFrame {
+  type: "ws-data";
+  binary: boolean;
+  final: boolean;
+  data: Uint8Array;
+}
+
+export type Frame = JsonFrame | WsDataFrame;
 export type FrameOf<T extends Frame["type"]> = Extract<Frame, { type: T }>;
 
 /** Wire numbers of the frame types; never reuse a number. */
@@ -132,7 +156,12 @@ export const FRAME_TYPE_IDS: Record<Frame["type"], number> = {
   request: 7,
   response: 8,
   "tcp-open": 9,
+  "ws-data": 10,
+  "ws-close": 11,
 };
+
+/** Largest piece of a WebSocket message in one `ws-data` frame. */
+export const MAX_WS_CHUNK_BYTES = 64 * 1024;
 
 /** An `error` frame turned into an exception, for code paths that throw. */
 export class ProtocolError extends Error {

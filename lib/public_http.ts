@@ -30,6 +30,8 @@ export interface TunnelSession {
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
   ): Promise<Response>;
+  /** Same, for a WebSocket handshake: `request` is upgraded once the origin accepts. */
+  forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void): Promise<Response>;
 }
 
 /** Caps on what a visitor may send; each is answered with its own status. */
@@ -120,6 +122,16 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       return errorPage(503, "relay_overloaded", "The relay is busy; try again in a moment.");
     }
     const request = c.req.raw;
+    const upgrade = request.headers.get("upgrade")?.toLowerCase();
+    // h2c is an optional offer a server may ignore; other upgrades cannot cross the tunnel.
+    if (upgrade && upgrade !== "websocket" && upgrade !== "h2c") {
+      return errorPage(
+        501,
+        "upgrade_unsupported",
+        `Upgrade to "${upgrade}" is not supported; only WebSocket is.`,
+      );
+    }
+    const websocket = upgrade === "websocket" && request.method === "GET";
     const url = new URL(request.url);
     const head: FrameOf<"request"> = {
       type: "request",
@@ -136,6 +148,7 @@ export function createPublicApp(options: PublicAppOptions): Hono {
         },
       ),
       remoteAddr: getConnInfo(c).remote.address ?? "",
+      ...(websocket ? { upgrade: "websocket" as const } : {}),
     };
     inFlight++;
     let settled = false;
@@ -143,7 +156,9 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       if (!settled) (settled = true, inFlight--);
     };
     try {
-      return await found.session.forward(head, request.body, settle);
+      return websocket
+        ? await found.session.forwardWebSocket(head, request, settle)
+        : await found.session.forward(head, request.body, settle);
     } catch (error) {
       settle();
       throw error;

@@ -17,6 +17,7 @@
  */
 import { encodeFrame, FrameError, FrameReader } from "./codec.ts";
 import { forwardRequest } from "./http_bridge.ts";
+import { forwardWebSocket } from "./websocket_bridge.ts";
 import { isValidName } from "./names.ts";
 import {
   ALPN,
@@ -112,6 +113,13 @@ class ClientSession implements TunnelSession {
     onSettled: () => void,
   ) {
     return forwardRequest(this.conn, head, body, {
+      responseTimeoutMs: this.responseTimeoutMs,
+      onSettled,
+    });
+  }
+
+  forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void) {
+    return forwardWebSocket(this.conn, head, request, {
       responseTimeoutMs: this.responseTimeoutMs,
       onSettled,
     });

@@ -225,7 +225,9 @@ Deno.test("the client warns at start when nothing listens on the origin port", a
   const port = (unused.addr as Deno.NetAddr).port;
   unused.close();
   const client = await startClient(processes, relay, [String(port), "early"]);
-  await client.child.waitFor(new RegExp(`warning: nothing answers at localhost:${port}.*visitors get 502 until it starts`));
+  await client.child.waitFor(
+    new RegExp(`warning: nothing answers at localhost:${port}.*visitors get 502 until it starts`),
+  );
   const response = await visit(`${client.urls[0]}/`);
   assert.equal(response.status, 502);
   await response.body?.cancel();

@@ -1,0 +1,284 @@
+/**
+ * WebSockets over one QUIC stream, both halves.
+ *
+ * The relay cannot hand raw upgraded sockets around (`Deno.serve` gives a
+ * WebSocket object), so the tunnel carries messages: the visitor's handshake
+ * travels as a `request` with `upgrade: "websocket"`; the client opens its own
+ * WebSocket to the origin with the visitor's headers and subprotocols (the
+ * `ws` library, which also reports the origin's handshake headers) and answers
+ * 101 with the origin's choice; the relay then completes the visitor's
+ * handshake with it. Messages cross as `ws-data` frames (split at 64 KiB,
+ * text or binary kept), closes as `ws-close` with code and reason. Pings are
+ * answered on each hop, which keeps every hop alive.
+ *
+ * @module
+ */
+import WebSocket from "ws";
+import { encodeFrame, FrameReader } from "./codec.ts";
+import { type FrameOf, MAX_WS_CHUNK_BYTES, type WsDataFrame } from "./protocol.ts";
+import { endToEndHeaders, type HeaderPairs, rawHeaderPairs } from "./headers.ts";
+import { errorPage } from "./pages.ts";
+import { type Origin, originErrorPage, type RequestOutcome } from "./http_bridge.ts";
+
+/** Largest message either side may send through the tunnel (close 1009 past it). */
+export const MAX_WS_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** Handshake headers each hop makes for itself; never copied across. */
+const HANDSHAKE_OWN = new Set([
+  "sec-websocket-key",
+  "sec-websocket-accept",
+  "sec-websocket-version",
+  "sec-websocket-extensions",
+  "sec-websocket-protocol",
+]);
+
+function withoutHandshake(pairs: HeaderPairs): HeaderPairs {
+  return endToEndHeaders(pairs).filter(([name]) => !HANDSHAKE_OWN.has(name.toLowerCase()));
+}
+
+/** The subprotocols a visitor offered, in order. */
+export function offeredProtocols(pairs: HeaderPairs): string[] {
+  return pairs
+    .filter(([name]) => name.toLowerCase() === "sec-websocket-protocol")
+    .flatMap(([, value]) => value.split(","))
+    .map((protocol) => protocol.trim())
+    .filter(Boolean);
+}
+
+/** Closes `socket` with `code` and `reason`, or bare when the code only describes what happened (1005/1006/1015). */
+function closeWith(socket: { close(code?: number, reason?: string): void }, code: number, reason = "") {
+  if (code === 1005 || code === 1006 || code === 1015) socket.close();
+  else socket.close(code, reason);
+}
+
+/** Splits one message into `ws-data` frames. */
+function* pieces(data: Uint8Array, binary: boolean): Generator<WsDataFrame> {
+  let offset = 0;
+  do {
+    const end = Math.min(data.length, offset + MAX_WS_CHUNK_BYTES);
+    yield { type: "ws-data", binary, final: end === data.length, data: data.subarray(offset, end) };
+    offset = end;
+  } while (offset < data.length);
+}
+
+/** Reads `ws-data`/`ws-close` frames and hands on whole messages; returns the close (or none on stream end). */
+async function readMessages(
+  reader: FrameReader,
+  onMessage: (data: Uint8Array, binary: boolean) => Promise<void> | void,
+): Promise<FrameOf<"ws-close"> | null> {
+  let parts: Uint8Array[] = [];
+  let size = 0;
+  while (true) {
+    const frame = await reader.read();
+    if (!frame) return null;
+    if (frame.type === "ws-close") return frame;
+    if (frame.type !== "ws-data") throw new Error(`unexpected ${frame.type} on a WebSocket stream`);
+    size += frame.data.length;
+    if (size > MAX_WS_MESSAGE_BYTES) return { type: "ws-close", code: 1009, reason: "message too big" };
+    parts.push(frame.data);
+    if (!frame.final) continue;
+    const message = parts.length === 1 ? parts[0] : join(parts, size);
+    parts = [];
+    size = 0;
+    await onMessage(message, frame.binary);
+  }
+}
+
+function join(parts: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Relay side: asks the client to open the origin's WebSocket; on 101 upgrades
+ * the visitor's `request` and relays messages until either side closes.
+ */
+export async function forwardWebSocket(
+  conn: Deno.QuicConn,
+  head: FrameOf<"request">,
+  request: Request,
+  options: { responseTimeoutMs: number; onSettled?: () => void },
+): Promise<Response> {
+  const settle = (response: Response) => (options.onSettled?.(), response);
+  let stream: Deno.QuicBidirectionalStream;
+  try {
+    stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
+  } catch {
+    return settle(errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`));
+  }
+  const writer = stream.writable.getWriter();
+  const reader = new FrameReader(stream.readable);
+  const abandon = async (response: Response) => {
+    await writer.abort("abandoned").catch(() => {});
+    await reader.cancel("abandoned");
+    return settle(response);
+  };
+  let answer: FrameOf<"response" | "error">;
+  try {
+    await writer.write(encodeFrame(head));
+    answer = await Promise.race([
+      reader.expect("response", "error"),
+      new Promise<never>((_, reject) => setTimeout(reject, options.responseTimeoutMs, new Error("timeout"))),
+    ]);
+  } catch (error) {
+    const timedOut = error instanceof Error && error.message === "timeout";
+    return abandon(
+      timedOut
+        ? errorPage(504, "origin_timeout", "The tunnel client did not answer in time.")
+        : errorPage(502, "client_failed", "The tunnel client dropped the request."),
+    );
+  }
+  if (answer.type === "error") return abandon(originErrorPage(answer));
+  if (answer.status !== 101) {
+    // The origin refused the upgrade with an ordinary response: pass it on as is.
+    await writer.close().catch(() => {});
+    return new Response(reader.rest({ onEnd: options.onSettled }), {
+      status: answer.status,
+      headers: new Headers(answer.headers),
+    });
+  }
+
+  const { socket, response } = Deno.upgradeWebSocket(request);
+  for (const [name, value] of withoutHandshake(answer.headers)) response.headers.append(name, value);
+  const chosen = answer.headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol");
+  if (chosen) response.headers.set("sec-websocket-protocol", chosen[1]);
+  socket.binaryType = "arraybuffer";
+
+  let sending = Promise.resolve();
+  const send = (frame: WsDataFrame | FrameOf<"ws-close">) => {
+    sending = sending.then(() => writer.write(encodeFrame(frame))).catch(() => {});
+    return sending;
+  };
+  socket.onmessage = (event) => {
+    const binary = typeof event.data !== "string";
+    const data = binary ? new Uint8Array(event.data as ArrayBuffer) : encoder.encode(event.data as string);
+    for (const piece of pieces(data, binary)) send(piece);
+  };
+  socket.onclose = (event) => {
+    send({ type: "ws-close", code: event.code === 1005 ? 1000 : event.code, reason: event.reason })
+      .then(() => writer.close()).catch(() => {});
+  };
+  socket.onerror = () => {};
+  socket.onopen = () => {
+    readMessages(reader, (data, binary) => socket.send(binary ? data : decoder.decode(data)))
+      .then((close) => closeWith(socket, close?.code ?? 1001, close?.reason))
+      .catch(() => socket.close(1011, "tunnel failed"));
+  };
+  // A WebSocket counts against the in-flight cap only while its handshake is pending.
+  return settle(response);
+}
+
+/** Client side: opens the origin's WebSocket for `head` and relays messages until either side closes. */
+export async function answerWebSocket(
+  head: FrameOf<"request">,
+  reader: FrameReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  options: { origin: Origin; originTimeoutMs: number },
+): Promise<RequestOutcome> {
+  const started = performance.now();
+  const { origin } = options;
+  const scheme = origin.protocol === "https:" ? "wss:" : "ws:";
+  const host = origin.hostname.includes(":") ? `[${origin.hostname}]` : origin.hostname;
+  const socket = new WebSocket(
+    `${scheme}//${host}:${origin.port}${head.target}`,
+    offeredProtocols(head.headers),
+    {
+      headers: Object.fromEntries(withoutHandshake(head.headers)),
+      handshakeTimeout: options.originTimeoutMs,
+      maxPayload: MAX_WS_MESSAGE_BYTES,
+      followRedirects: false,
+      rejectUnauthorized: false,
+    },
+  );
+  const outcome = (status: number, error?: FrameOf<"error">): RequestOutcome => ({
+    method: head.method,
+    target: head.target,
+    status,
+    durationMs: performance.now() - started,
+    error,
+  });
+
+  const opened = await new Promise<"open" | FrameOf<"error"> | "refused-upgrade">((resolve) => {
+    let handshake: HeaderPairs = [];
+    socket.once("upgrade", (response) => handshake = rawHeaderPairs(response.rawHeaders));
+    socket.once("open", async () => {
+      await writer.write(encodeFrame({ type: "response", status: 101, headers: handshake })).catch(() => {});
+      resolve("open");
+    });
+    socket.once("unexpected-response", async (_request, response) => {
+      try {
+        await writer.write(encodeFrame({
+          type: "response",
+          status: response.statusCode ?? 502,
+          headers: endToEndHeaders(rawHeaderPairs(response.rawHeaders)),
+        }));
+        for await (const chunk of response) await writer.write(chunk);
+        await writer.close();
+      } catch {
+        await writer.abort().catch(() => {});
+      }
+      resolve("refused-upgrade");
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      const code = error.code === "ECONNREFUSED"
+        ? "origin_refused"
+        : /timeout/i.test(error.message)
+        ? "origin_timeout"
+        : "origin_error";
+      resolve({ type: "error", code, message: `The origin's WebSocket failed: ${error.message}` });
+    });
+  });
+  if (opened === "refused-upgrade") return outcome(400);
+  if (opened !== "open") {
+    await writer.write(encodeFrame(opened)).then(() => writer.close()).catch(() => {});
+    await reader.cancel();
+    return outcome(opened.code === "origin_timeout" ? 504 : 502, opened);
+  }
+
+  let sending = Promise.resolve();
+  socket.on("message", (data: Buffer, binary: boolean) => {
+    socket.pause();
+    for (const piece of pieces(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), binary)) {
+      sending = sending.then(() => writer.write(encodeFrame(piece)));
+    }
+    sending = sending.then(() => socket.resume(), () => socket.terminate());
+  });
+  const originClosed = new Promise<void>((resolve) => {
+    socket.once("close", (code: number, reason: Buffer) => {
+      sending = sending
+        .then(() =>
+          writer.write(
+            encodeFrame({ type: "ws-close", code: code === 1005 ? 1000 : code, reason: reason.toString() }),
+          )
+        )
+        .then(() => writer.close())
+        .catch(() => {});
+      sending.then(resolve);
+    });
+  });
+  const visitorClose = await readMessages(
+    reader,
+    (data, binary) =>
+      new Promise<void>((resolve, reject) =>
+        socket.send(
+          binary ? data : decoder.decode(data),
+          { binary },
+          (error) => error ? reject(error) : resolve(),
+        )
+      ),
+  ).catch(() => null);
+  if (socket.readyState === WebSocket.OPEN) {
+    if (visitorClose) closeWith(socket, visitorClose.code, visitorClose.reason);
+    else socket.terminate();
+  }
+  await originClosed;
+  return outcome(101);
+}
