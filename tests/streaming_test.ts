@@ -1,0 +1,150 @@
+/**
+ * What breaks tunnels in real use: buffered event streams, uploads that wait
+ * for the whole body, visitors who leave, origins that die mid-body, slow
+ * readers, odd but legal requests.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { visit } from "./helpers/visit.ts";
+
+const run = promisify(execFile);
+const now = () => performance.timeOrigin + performance.now();
+
+async function tunnel(processes: Processes) {
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes);
+  const client = await startClient(processes, relay, [String(origin.port), "flow"]);
+  return { url: client.urls[0], client, relay, origin };
+}
+
+Deno.test("server-sent events arrive one by one as the origin writes them", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const response = await visit(`${url}/sse?count=6&interval=250`);
+  assert.equal(response.headers.get("content-type"), "text/event-stream");
+  const delays: number[] = [];
+  const arrivals: number[] = [];
+  let buffer = "";
+  for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const sentAt = Number(buffer.slice(0, end).match(/data: ([\d.]+)/)![1]);
+      arrivals.push(now());
+      delays.push(now() - sentAt);
+      buffer = buffer.slice(end + 2);
+    }
+  }
+  assert.equal(delays.length, 6);
+  // Each event is delivered promptly, not held back until the next one or the end.
+  assert.ok(Math.max(...delays) < 150, `event delays ${delays.map((d) => d.toFixed(1))} ms`);
+  assert.ok(arrivals[5] - arrivals[0] > 1000, "events were spread out, not buffered");
+});
+
+Deno.test("a request body streams to the origin before the visitor has sent all of it", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const target = new URL(url);
+  const sentFirst = now();
+  const timing = await new Promise<{ first: number; last: number; chunks: number }>((resolve, reject) => {
+    const request = http.request({
+      hostname: "127.0.0.1",
+      port: Number(target.port),
+      method: "POST",
+      path: "/upload-timing",
+      headers: { host: target.host, "transfer-encoding": "chunked" },
+    }, (response) => {
+      let text = "";
+      response.on("data", (chunk) => text += chunk);
+      response.on("end", () => resolve(JSON.parse(text)));
+    });
+    request.on("error", reject);
+    request.write("first part;");
+    setTimeout(() => request.end("second part"), 800);
+  });
+  assert.ok(timing.first - sentFirst < 500, `first chunk reached the origin after ${timing.first - sentFirst} ms`);
+  assert.ok(timing.last - sentFirst >= 700);
+});
+
+Deno.test("a visitor leaving mid-download cancels the origin's response", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const before = (await (await visit(`${url}/cancelled`)).json()).cancelled;
+  const leaving = new AbortController();
+  const response = await visit(`${url}/forever`, { signal: leaving.signal });
+  const reader = response.body!.getReader();
+  for (let received = 0; received < 8 * 1024;) received += (await reader.read()).value!.length;
+  leaving.abort();
+  await reader.cancel().catch(() => {});
+  const deadline = Date.now() + 5_000;
+  let after = before;
+  while (after === before && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    after = (await (await visit(`${url}/cancelled`)).json()).cancelled;
+  }
+  assert.equal(after, before + 1, "the origin saw its stream cancelled");
+});
+
+Deno.test("an origin dying mid-body breaks the visitor's response instead of ending it cleanly", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const response = await visit(`${url}/die?after=100000`);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-length"), "200000");
+  await assert.rejects(response.arrayBuffer());
+  const { stdout } = await run("curl", ["-s", "-o", "/dev/null", "-w", "%{size_download}", "--resolve", `${new URL(url).host}:127.0.0.1`, `${url}/die?after=100000`])
+    .catch((error) => error);
+  assert.ok(Number(stdout) < 200000, "curl saw a short, failed transfer");
+});
+
+Deno.test("a slow reader does not slow other requests on the same tunnel", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const slow = await visit(`${url}/download?bytes=${200 * 1024 * 1024}`);
+  const reader = slow.body!.getReader();
+  await reader.read();
+  const started = performance.now();
+  for (let i = 0; i < 20; i++) {
+    const response = await visit(`${url}/echo/${i}`);
+    assert.equal((await response.json()).target, `/echo/${i}`);
+  }
+  assert.ok(performance.now() - started < 3_000, `20 requests took ${performance.now() - started} ms beside a stalled download`);
+  await reader.cancel();
+});
+
+Deno.test("Expect: 100-continue, long URLs, many headers and non-ASCII targets", async (t) => {
+  await using processes = new Processes();
+  const { url, origin } = await tunnel(processes);
+  const resolve = ["--resolve", `${new URL(url).host}:127.0.0.1`];
+  await t.step("curl's Expect: 100-continue upload gets through", async () => {
+    const { stdout } = await run("curl", [
+      "-s", ...resolve, "-H", "Expect: 100-continue", "--data-binary", "@README.md", `${url}/echo`,
+    ]);
+    assert.equal(JSON.parse(stdout).bytes, (await Deno.stat("README.md")).size);
+  });
+  await t.step("a 7,000-byte URL passes; 9,000 bytes is 414", async () => {
+    const long = `/echo/${"a".repeat(7000)}`;
+    assert.equal((await (await visit(`${url}${long}`)).json()).target, long);
+    const tooLong = await visit(`${url}/echo/${"a".repeat(9000)}`);
+    assert.equal(tooLong.status, 414);
+    await tooLong.body?.cancel();
+  });
+  await t.step("100 headers pass intact", async () => {
+    const headers = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`x-h${i}`, `v${i}`.repeat(20)]));
+    const seen = new Map((await (await visit(`${url}/echo`, { headers })).json()).headers as [string, string][]);
+    for (const [name, value] of Object.entries(headers)) assert.equal(seen.get(name), value);
+  });
+  await t.step("percent-encoded non-ASCII paths and queries arrive byte-exact", async () => {
+    const target = "/echo/%C3%BCn%C3%AF/%E2%9C%93?q=%E2%9C%93&x=a%20b&e=";
+    assert.equal((await (await visit(`${url}${target}`)).json()).target, target);
+  });
+  await t.step("raw UTF-8 in a target from curl arrives as it does without the tunnel", async () => {
+    const path = "/echo/ünï?q=✓&r=ü";
+    const tunnelled = JSON.parse((await run("curl", ["-s", ...resolve, `${url}${path}`])).stdout).target;
+    const direct = JSON.parse((await run("curl", ["-s", `http://127.0.0.1:${origin.port}${path}`])).stdout).target;
+    assert.equal(tunnelled, direct);
+  });
+});
