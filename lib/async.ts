@@ -40,3 +40,29 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     }
   });
 }
+
+/**
+ * A deadline that starts counting only once `start` settles (for example once
+ * an upload has been sent), so a long upload does not eat the time to answer.
+ * `cancel()` stops it; the promise then never resolves.
+ */
+export function deadlineAfter(
+  start: Promise<unknown>,
+  ms: number,
+): { expired: Promise<"timeout">; cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancelled = false;
+  const expired = new Promise<"timeout">((resolve) => {
+    const arm = () => {
+      if (!cancelled) timer = setTimeout(() => resolve("timeout"), ms);
+    };
+    start.then(arm, arm);
+  });
+  return {
+    expired,
+    cancel() {
+      cancelled = true;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -20,6 +20,7 @@ import { once } from "node:events";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { errorPage } from "./pages.ts";
+import { deadlineAfter } from "./async.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs } from "./headers.ts";
 
 /** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
@@ -52,11 +53,12 @@ export async function forwardRequest(
   }
   const writer = stream.writable.getWriter();
   const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
-  (async () => {
+  const uploaded = (async () => {
     await writer.write(encodeFrame(head));
     if (body) { for await (const chunk of body) await writer.write(chunk); }
     await writer.close();
-  })().catch(abortUpload);
+  })();
+  uploaded.catch(abortUpload);
 
   const reader = new FrameReader(stream.readable);
   const fail = async (response: Response) => {
@@ -64,17 +66,14 @@ export async function forwardRequest(
     await reader.cancel("abandoned");
     return settled(response);
   };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), options.responseTimeoutMs);
-  });
+  const deadline = deadlineAfter(uploaded, options.responseTimeoutMs);
   let answer: FrameOf<"response" | "error"> | "timeout";
   try {
-    answer = await Promise.race([reader.expect("response", "error"), timeout]);
+    answer = await Promise.race([reader.expect("response", "error"), deadline.expired]);
   } catch {
     return fail(errorPage(502, "client_failed", "The tunnel client dropped the request."));
   } finally {
-    clearTimeout(timer);
+    deadline.cancel();
   }
   if (answer === "timeout") {
     return fail(errorPage(504, "origin_timeout", "The tunnel client did not answer in time."));
@@ -165,17 +164,15 @@ export async function answerRequest(
   });
   const upload = pipeToNode(reader.rest(), request);
 
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  // The origin's time to answer counts from the end of the upload.
+  const deadline = deadlineAfter(upload, options.originTimeoutMs);
   const response = await new Promise<http.IncomingMessage | FrameOf<"error">>((resolve) => {
-    timer = setTimeout(() => {
+    deadline.expired.then(() => {
       resolve(
-        errorFrame(
-          "origin_timeout",
-          `The origin did not answer within ${options.originTimeoutMs} ms.`,
-        ),
+        errorFrame("origin_timeout", `The origin did not answer within ${options.originTimeoutMs} ms.`),
       );
       request.destroy();
-    }, options.originTimeoutMs);
+    });
     request.once("response", resolve);
     request.once("error", (error: NodeJS.ErrnoException) => {
       resolve(
@@ -187,7 +184,7 @@ export async function answerRequest(
           : errorFrame("origin_error", `The origin failed: ${error.message}`),
       );
     });
-  }).finally(() => clearTimeout(timer));
+  }).finally(() => deadline.cancel());
   upload.catch(() => request.destroy());
 
   if (!(response instanceof http.IncomingMessage)) {

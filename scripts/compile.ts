@@ -8,6 +8,7 @@
  * @module
  */
 import { Command } from "commander";
+import { V8_FLAGS } from "./v8_flags.ts";
 
 const { target } = new Command("compile")
   .option("--target <triple>", "e.g. x86_64-unknown-linux-gnu, aarch64-apple-darwin")
@@ -16,7 +17,7 @@ const { target } = new Command("compile")
 
 const builds = [["client.ts", "reverprox"], ["server.ts", "reverprox-server"]];
 for (const [entry, name] of builds) {
-  const args = ["compile", "-A", "--unstable-net", "--output", `dist/${name}`];
+  const args = ["compile", "-A", "--unstable-net", `--v8-flags=${V8_FLAGS}`, "--output", `dist/${name}`];
   if (target) args.push("--target", target);
   const { code } = await new Deno.Command(Deno.execPath(), { args: [...args, entry] }).spawn().status;
   if (code !== 0) {

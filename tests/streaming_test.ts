@@ -65,7 +65,10 @@ Deno.test("a request body streams to the origin before the visitor has sent all 
     request.write("first part;");
     setTimeout(() => request.end("second part"), 800);
   });
-  assert.ok(timing.first - sentFirst < 500, `first chunk reached the origin after ${timing.first - sentFirst} ms`);
+  assert.ok(
+    timing.first - sentFirst < 500,
+    `first chunk reached the origin after ${timing.first - sentFirst} ms`,
+  );
   assert.ok(timing.last - sentFirst >= 700);
 });
 
@@ -95,7 +98,16 @@ Deno.test("an origin dying mid-body breaks the visitor's response instead of end
   assert.equal(response.status, 200);
   assert.equal(response.headers.get("content-length"), "200000");
   await assert.rejects(response.arrayBuffer());
-  const { stdout } = await run("curl", ["-s", "-o", "/dev/null", "-w", "%{size_download}", "--resolve", `${new URL(url).host}:127.0.0.1`, `${url}/die?after=100000`])
+  const { stdout } = await run("curl", [
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{size_download}",
+    "--resolve",
+    `${new URL(url).host}:127.0.0.1`,
+    `${url}/die?after=100000`,
+  ])
     .catch((error) => error);
   assert.ok(Number(stdout) < 200000, "curl saw a short, failed transfer");
 });
@@ -111,7 +123,10 @@ Deno.test("a slow reader does not slow other requests on the same tunnel", async
     const response = await visit(`${url}/echo/${i}`);
     assert.equal((await response.json()).target, `/echo/${i}`);
   }
-  assert.ok(performance.now() - started < 3_000, `20 requests took ${performance.now() - started} ms beside a stalled download`);
+  assert.ok(
+    performance.now() - started < 3_000,
+    `20 requests took ${performance.now() - started} ms beside a stalled download`,
+  );
   await reader.cancel();
 });
 
@@ -121,7 +136,13 @@ Deno.test("Expect: 100-continue, long URLs, many headers and non-ASCII targets",
   const resolve = ["--resolve", `${new URL(url).host}:127.0.0.1`];
   await t.step("curl's Expect: 100-continue upload gets through", async () => {
     const { stdout } = await run("curl", [
-      "-s", ...resolve, "-H", "Expect: 100-continue", "--data-binary", "@README.md", `${url}/echo`,
+      "-s",
+      ...resolve,
+      "-H",
+      "Expect: 100-continue",
+      "--data-binary",
+      "@README.md",
+      `${url}/echo`,
     ]);
     assert.equal(JSON.parse(stdout).bytes, (await Deno.stat("README.md")).size);
   });
@@ -133,8 +154,12 @@ Deno.test("Expect: 100-continue, long URLs, many headers and non-ASCII targets",
     await tooLong.body?.cancel();
   });
   await t.step("100 headers pass intact", async () => {
-    const headers = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`x-h${i}`, `v${i}`.repeat(20)]));
-    const seen = new Map((await (await visit(`${url}/echo`, { headers })).json()).headers as [string, string][]);
+    const headers = Object.fromEntries(
+      Array.from({ length: 100 }, (_, i) => [`x-h${i}`, `v${i}`.repeat(20)]),
+    );
+    const seen = new Map(
+      (await (await visit(`${url}/echo`, { headers })).json()).headers as [string, string][],
+    );
     for (const [name, value] of Object.entries(headers)) assert.equal(seen.get(name), value);
   });
   await t.step("percent-encoded non-ASCII paths and queries arrive byte-exact", async () => {
@@ -144,7 +169,8 @@ Deno.test("Expect: 100-continue, long URLs, many headers and non-ASCII targets",
   await t.step("raw UTF-8 in a target from curl arrives as it does without the tunnel", async () => {
     const path = "/echo/ünï?q=✓&r=ü";
     const tunnelled = JSON.parse((await run("curl", ["-s", ...resolve, `${url}${path}`])).stdout).target;
-    const direct = JSON.parse((await run("curl", ["-s", `http://127.0.0.1:${origin.port}${path}`])).stdout).target;
+    const direct =
+      JSON.parse((await run("curl", ["-s", `http://127.0.0.1:${origin.port}${path}`])).stdout).target;
     assert.equal(tunnelled, direct);
   });
 });

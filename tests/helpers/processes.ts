@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { V8_FLAGS } from "../../scripts/v8_flags.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const STOP_TIMEOUT_MS = 5_000;
@@ -21,7 +22,13 @@ export class Child {
 
   /** Runs one of this repository's scripts with `deno run -A`. */
   static script(label: string, script: string, args: string[], env: Record<string, string> = {}): Child {
-    return new Child(label, Deno.execPath(), ["run", "-A", join(ROOT, script), ...args], env);
+    return new Child(label, Deno.execPath(), [
+      "run",
+      "-A",
+      `--v8-flags=${V8_FLAGS}`,
+      join(ROOT, script),
+      ...args,
+    ], env);
   }
 
   constructor(readonly label: string, command: string, args: string[], env: Record<string, string> = {}) {
