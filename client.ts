@@ -80,6 +80,16 @@ connectOptions(
 });
 
 connectOptions(
+  program.command("tcp")
+    .description("share a local TCP port (databases, SSH, anything)")
+    .argument("<target>", "local port or host:port")
+    .option("--remote-port <port>", "public port to ask for (within the relay's range)", positiveInt),
+).action(async (target: string, flags: ConnectFlags & { remotePort?: number }) => {
+  const origin = parseOrigin(/^\d+$/.test(target) ? `127.0.0.1:${target}` : target);
+  await runTunnels([{ kind: "tcp", remotePort: flags.remotePort, origin }], flags);
+});
+
+connectOptions(
   program.command("start")
     .description(
       'run every tunnel listed in a JSON file: {"tunnels": [{"name": "api", "target": "3000"}]}',
@@ -181,12 +191,11 @@ async function runTunnels(tunnels: TunnelSpec[], flags: ConnectFlags) {
       console.log(
         `reverprox: online via ${settings.server} (CA ${trusted.fingerprint.slice(0, 16)}…)`,
       );
-      for (const grant of grants) {
-        const tunnel = tunnels.find((t) => t.name === grant.name)!;
-        console.log(
-          `  ${grant.url} → ${tunnel.origin.protocol}//${tunnel.origin.hostname}:${tunnel.origin.port}`,
-        );
-      }
+      grants.forEach((grant, i) => {
+        const { origin, kind } = tunnels[i];
+        const local = `${kind === "http" ? origin.protocol + "//" : ""}${origin.hostname}:${origin.port}`;
+        console.log(`  ${grant.url} → ${local}`);
+      });
     },
     onRequest(tunnel, outcome) {
       const time = new Date().toTimeString().slice(0, 8);

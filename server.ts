@@ -34,6 +34,8 @@ interface ServerFlags {
   maxInFlight: number;
   publicScheme: "http" | "https";
   publicPort?: number;
+  tcpPorts: { min: number; max: number } | null;
+  maxTcpConns: number;
   logLevel: string;
 }
 
@@ -47,6 +49,16 @@ function int(min: number, max: number) {
     }
     return n;
   };
+}
+
+function portRange(value: string): { min: number; max: number } | null {
+  if (value === "none") return null;
+  const match = value.match(/^(\d+)-(\d+)$/);
+  const [min, max] = match ? [Number(match[1]), Number(match[2])] : [NaN, NaN];
+  if (!(min >= 1 && max <= 65535 && min <= max)) {
+    throw new InvalidArgumentError("expected MIN-MAX (1-65535) or none");
+  }
+  return { min, max };
 }
 
 function defaultStateDir(): string {
@@ -144,6 +156,14 @@ const program = new Command("reverprox-server")
       .env("REVERPROX_PUBLIC_PORT").argParser(int(1, 65535)),
   )
   .addOption(
+    new Option("--tcp-ports <min-max|none>", "public ports for TCP tunnels").env("REVERPROX_TCP_PORTS")
+      .argParser(portRange).default(defaults.tcpPorts, "20000-20999"),
+  )
+  .addOption(
+    new Option("--max-tcp-conns <n>", "open connections per TCP tunnel before new ones are refused")
+      .env("REVERPROX_MAX_TCP_CONNS").argParser(int(1, 1 << 20)).default(defaults.maxTcpConnections),
+  )
+  .addOption(
     new Option("--log-level <level>", "trace, debug, info, warning, error").env(
       "REVERPROX_LOG_LEVEL",
     ).default("info"),
@@ -191,6 +211,8 @@ async function main(flags: ServerFlags) {
     maxInFlight: flags.maxInFlight,
     publicScheme: flags.publicScheme,
     publicPort: flags.publicPort,
+    tcpPorts: flags.tcpPorts,
+    maxTcpConnections: flags.maxTcpConns,
   });
   console.log(`reverprox-server: tunnels at ${relay.publicUrl("<name>")}`);
   console.log(`  clients connect to quic://${domain}:${relay.quicPort}`);

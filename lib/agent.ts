@@ -22,6 +22,7 @@ import type http from "node:http";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import { answerRequest, type Origin, originAgent, type RequestOutcome } from "./http_bridge.ts";
 import { answerWebSocket } from "./websocket_bridge.ts";
+import { answerTcp } from "./tcp_bridge.ts";
 import { ALPN, type ErrorCode, type FrameOf, PROTOCOL_VERSION, type TunnelGrant } from "./protocol.ts";
 import { type RelayAddress, type TrustedRelay, TrustError, trustRelay } from "./trust.ts";
 import { delay, TimeoutError, withTimeout } from "./async.ts";
@@ -31,8 +32,11 @@ const log = getLogger(["reverprox", "client"]);
 
 /** One tunnel the client asks for. */
 export interface TunnelSpec {
-  kind: "http";
-  name: string;
+  kind: "http" | "tcp";
+  /** Subdomain, for http tunnels. */
+  name?: string;
+  /** Public port to ask for, for tcp tunnels; kept across reconnects once granted. */
+  remotePort?: number;
   origin: Origin;
 }
 
@@ -79,13 +83,13 @@ const HEARTBEAT_MISSES = 3;
 /** A client that keeps its tunnels online until stopped. */
 export class Agent {
   #trusted?: TrustedRelay;
-  #originAgents = new Map<string, http.Agent>();
-  #originDown = new Set<string>();
+  #originAgents = new Map<TunnelSpec, http.Agent>();
+  #originDown = new Set<TunnelSpec>();
+  /** What the relay granted, by the public name it routes on (subdomain or port). */
+  #routes = new Map<string, TunnelSpec>();
 
   constructor(readonly options: AgentOptions) {
-    for (const tunnel of options.tunnels) {
-      this.#originAgents.set(tunnel.name, originAgent(tunnel.origin));
-    }
+    for (const tunnel of options.tunnels) this.#originAgents.set(tunnel, originAgent(tunnel.origin));
   }
 
   /** Runs until `signal` aborts (then says goodbye) or the relay refuses for good (throws). */
@@ -192,7 +196,7 @@ export class Agent {
       version: PROTOCOL_VERSION,
       token: this.options.token,
       clientId: this.options.clientId,
-      tunnels: this.options.tunnels.map(({ kind, name }) => ({ kind, name })),
+      tunnels: this.options.tunnels.map(({ kind, name, remotePort }) => ({ kind, name, remotePort })),
     }));
     const answer = await withTimeout(
       reader.expect("welcome", "error"),
@@ -204,6 +208,12 @@ export class Agent {
       if (FATAL_CODES.has(answer.code)) throw new AgentError(answer.code, message);
       throw new Error(message);
     }
+    this.#routes.clear();
+    answer.tunnels.forEach((grant, i) => {
+      const tunnel = this.options.tunnels[i];
+      if (tunnel.kind === "tcp") tunnel.remotePort = grant.remotePort;
+      this.#routes.set(`${grant.kind}:${grant.name}`, tunnel);
+    });
     this.options.onOnline?.(answer.tunnels, trusted);
     this.#serveStreams(conn);
 
@@ -259,18 +269,23 @@ export class Agent {
   async #serveStream(stream: Deno.QuicBidirectionalStream) {
     const reader = new FrameReader(stream.readable);
     const writer = stream.writable.getWriter();
-    let head: FrameOf<"request">;
+    let head: FrameOf<"request" | "tcp-open">;
     try {
-      head = await reader.expect("request");
+      head = await reader.expect("request", "tcp-open");
     } catch (error) {
       log.warn("bad stream from relay: {error}", { error: String(error) });
       await writer.abort(error).catch(() => {});
       return;
     }
-    const tunnel = this.options.tunnels.find((t) => t.name === head.tunnel);
+    const tunnel = this.#routes.get(`${head.type === "request" ? "http" : "tcp"}:${head.tunnel}`);
     if (!tunnel) {
       await writer.abort("unknown tunnel").catch(() => {});
       await reader.cancel();
+      return;
+    }
+    if (head.type === "tcp-open") {
+      const reached = await answerTcp(head, reader, writer, tunnel.origin);
+      this.#noteOrigin(tunnel, reached);
       return;
     }
     const originTimeoutMs = this.options.originTimeoutMs ?? 60_000;
@@ -279,20 +294,23 @@ export class Agent {
       : await answerRequest(head, reader, writer, {
         origin: tunnel.origin,
         originTimeoutMs,
-        agent: this.#originAgents.get(tunnel.name)!,
+        agent: this.#originAgents.get(tunnel)!,
       });
-    this.#noteOrigin(tunnel, outcome);
-    this.options.onRequest?.(tunnel.name, outcome);
+    this.#noteOrigin(tunnel, outcome.error?.code !== "origin_refused");
+    this.options.onRequest?.(head.tunnel, outcome);
   }
 
   /** Says once that the origin is down, and once that it is back. */
-  #noteOrigin(tunnel: TunnelSpec, outcome: RequestOutcome) {
+  #noteOrigin(tunnel: TunnelSpec, reached: boolean) {
     const origin = `${tunnel.origin.hostname}:${tunnel.origin.port}`;
-    if (outcome.error?.code === "origin_refused") {
-      if (this.#originDown.has(tunnel.name)) return;
-      this.#originDown.add(tunnel.name);
-      log.error("nothing is listening on {origin}; visitors get 502 until it is back", { origin });
-    } else if (this.#originDown.delete(tunnel.name)) {
+    if (!reached) {
+      if (this.#originDown.has(tunnel)) return;
+      this.#originDown.add(tunnel);
+      log.error("nothing is listening on {origin}; visitors get {what} until it is back", {
+        origin,
+        what: tunnel.kind === "http" ? "502" : "closed connections",
+      });
+    } else if (this.#originDown.delete(tunnel)) {
       log.info("{origin} answers again", { origin });
     }
   }

@@ -33,7 +33,8 @@ export type Claim<S> =
 export class TunnelRegistry<S> {
   #entries = new Map<string, Entry<S>>();
 
-  constructor(readonly graceMs: number) {}
+  /** `onRelease` runs whenever a name stops being held (goodbye, or the grace period ran out). */
+  constructor(readonly graceMs: number, private readonly onRelease: (name: string) => void = () => {}) {}
 
   /**
    * Gives `name` to `session` unless another owner holds it (online or in its
@@ -66,14 +67,14 @@ export class TunnelRegistry<S> {
     for (const [name, entry] of this.#entries) {
       if (entry.session !== session) continue;
       entry.session = null;
-      entry.releaseTimer = setTimeout(() => this.#entries.delete(name), this.graceMs);
+      entry.releaseTimer = setTimeout(() => this.#delete(name), this.graceMs);
     }
   }
 
   /** The session left on purpose: its names are free at once. */
   release(session: S): void {
     for (const [name, entry] of this.#entries) {
-      if (entry.session === session) this.#entries.delete(name);
+      if (entry.session === session) this.#delete(name);
     }
   }
 
@@ -82,11 +83,14 @@ export class TunnelRegistry<S> {
     return this.#entries.size;
   }
 
-  /** Cancels every grace timer (relay shutdown). */
+  /** Releases every name and cancels every grace timer (relay shutdown). */
   clear(): void {
-    for (const entry of this.#entries.values()) {
-      if (entry.releaseTimer !== undefined) clearTimeout(entry.releaseTimer);
-    }
-    this.#entries.clear();
+    for (const name of [...this.#entries.keys()]) this.#delete(name);
+  }
+
+  #delete(name: string) {
+    const entry = this.#entries.get(name);
+    if (entry?.releaseTimer !== undefined) clearTimeout(entry.releaseTimer);
+    if (this.#entries.delete(name)) this.onRelease(name);
   }
 }

@@ -18,6 +18,7 @@
 import { encodeFrame, FrameError, FrameReader } from "./codec.ts";
 import { forwardRequest } from "./http_bridge.ts";
 import { forwardWebSocket } from "./websocket_bridge.ts";
+import { forwardTcp, TcpTunnelListener } from "./tcp_bridge.ts";
 import { isValidName } from "./names.ts";
 import {
   ALPN,
@@ -66,6 +67,10 @@ export interface RelayOptions extends PublicLimits {
   handshakeTimeoutMs: number;
   /** Time the client has to send a response head before the visitor gets 504. */
   responseTimeoutMs: number;
+  /** Public ports TCP tunnels may use; `null` = no TCP tunnels. */
+  tcpPorts: { min: number; max: number } | null;
+  /** Open connections per TCP tunnel before new ones are refused. */
+  maxTcpConnections: number;
   /** How long shutdown waits for in-flight requests. */
   drainTimeoutMs: number;
   publicScheme: "http" | "https";
@@ -84,6 +89,8 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   handshakeTimeoutMs: 10_000,
   responseTimeoutMs: 120_000,
   drainTimeoutMs: 10_000,
+  tcpPorts: { min: 20000, max: 20999 },
+  maxTcpConnections: 256,
   maxHeaderBytes: 32 * 1024,
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
@@ -118,6 +125,10 @@ class ClientSession implements TunnelSession {
     });
   }
 
+  forwardTcp(port: string, tcp: Deno.TcpConn) {
+    return forwardTcp(this.conn, port, tcp);
+  }
+
   forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void) {
     return forwardWebSocket(this.conn, head, request, {
       responseTimeoutMs: this.responseTimeoutMs,
@@ -141,6 +152,9 @@ class ClientSession implements TunnelSession {
 /** A running relay; make one with {@link Relay.start}. */
 export class Relay {
   readonly registry: TunnelRegistry<ClientSession>;
+  /** TCP tunnels, keyed by public port number. */
+  readonly tcpRegistry: TunnelRegistry<ClientSession>;
+  #tcpListeners = new Map<number, TcpTunnelListener>();
   #sessions = new Set<ClientSession>();
   #endpoint: Deno.QuicEndpoint;
   #listener: Deno.QuicListener;
@@ -150,6 +164,7 @@ export class Relay {
 
   private constructor(readonly options: RelayOptions) {
     this.registry = new TunnelRegistry(options.graceMs);
+    this.tcpRegistry = new TunnelRegistry(options.graceMs, (port) => this.#closeTcpPort(Number(port)));
     this.#endpoint = new Deno.QuicEndpoint({ hostname: options.hostname, port: options.quicPort });
     this.#listener = this.#endpoint.listen({
       alpnProtocols: [ALPN],
@@ -232,6 +247,7 @@ export class Relay {
     });
     await Promise.all(closing);
     this.registry.clear();
+    this.tcpRegistry.clear();
     this.#endpoint.close();
     await drained;
   }
@@ -302,10 +318,7 @@ export class Relay {
     const ownerKey = await sha256Hex(
       `${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`,
     );
-    const names = hello.tunnels.map((tunnel) => {
-      if (tunnel.kind !== "http") {
-        throw new ProtocolError("bad_frame", `tunnel kind ${tunnel.kind} is not served`);
-      }
+    const names = hello.tunnels.filter((tunnel) => tunnel.kind === "http").map((tunnel) => {
       const name = tunnel.name ?? "";
       if (!isValidName(name)) {
         throw new ProtocolError(
@@ -319,25 +332,41 @@ export class Relay {
     if (duplicate) throw new ProtocolError("name_invalid", `"${duplicate}" is asked for twice`);
     const taken = names.find((name) => !this.registry.available(name, ownerKey));
     if (taken) throw new ProtocolError("name_taken", `"${taken}" is in use by another client`);
+    const ports = this.#reservePorts(
+      hello.tunnels.filter((tunnel) => tunnel.kind === "tcp").map((tunnel) => tunnel.remotePort),
+      ownerKey,
+    );
 
     const session = new ClientSession(conn, ownerKey, control, this.options.responseTimeoutMs);
+    const replaced = new Set<ClientSession>();
     for (const name of names) {
       const claim = this.registry.claim(name, ownerKey, session);
-      if (claim.ok && claim.replaced) {
-        claim.replaced.close(
-          CloseCode.replaced,
-          "replaced by a newer connection of the same client",
-        );
-      }
-      session.names.push(name);
+      if (claim.ok && claim.replaced) replaced.add(claim.replaced);
     }
+    for (const port of ports) {
+      const claim = this.tcpRegistry.claim(String(port), ownerKey, session);
+      if (claim.ok && claim.replaced) replaced.add(claim.replaced);
+    }
+    for (const old of replaced) {
+      old.close(CloseCode.replaced, "replaced by a newer connection of the same client");
+    }
+    session.names.push(...names, ...ports.map((port) => `tcp:${port}`));
     this.#sessions.add(session);
     conn.closed.catch(() => {}).finally(() => this.#forget(session));
-    const tunnels: TunnelGrant[] = names.map((name) => ({
-      kind: "http",
-      name,
-      url: this.publicUrl(name),
-    }));
+    const nextName = names.values(), nextPort = ports.values();
+    const tunnels: TunnelGrant[] = hello.tunnels.map((tunnel) => {
+      const granted: string | number = tunnel.kind === "http"
+        ? nextName.next().value!
+        : nextPort.next().value!;
+      return typeof granted === "number"
+        ? {
+          kind: "tcp",
+          name: String(granted),
+          url: `tcp://${this.options.domain}:${granted}`,
+          remotePort: granted,
+        }
+        : { kind: "http", name: granted, url: this.publicUrl(granted) };
+    });
     await session.send({
       type: "welcome",
       sessionId: session.id,
@@ -345,6 +374,65 @@ export class Relay {
       heartbeatMs: this.options.heartbeatMs,
     });
     return session;
+  }
+
+  /**
+   * Binds a public port for each tcp tunnel: the one asked for (it must be in
+   * the relay's range and not held by another client) or a free one from the
+   * range. Throws `port_unavailable`, leaving nothing bound, when that fails.
+   */
+  #reservePorts(requested: (number | undefined)[], ownerKey: string): number[] {
+    const range = this.options.tcpPorts;
+    if (requested.length > 0 && !range) {
+      throw new ProtocolError("port_unavailable", "this relay does not offer TCP tunnels");
+    }
+    const bound: number[] = [];
+    const fail = (message: string): never => {
+      for (const port of bound) this.#closeTcpPort(port, true);
+      throw new ProtocolError("port_unavailable", message);
+    };
+    for (const want of requested) {
+      const { min, max } = range!;
+      if (want !== undefined && (want < min || want > max)) fail(`port ${want} is outside ${min}-${max}`);
+      const candidates = want !== undefined ? [want] : shuffledRange(min, max);
+      const port = candidates.find((port) =>
+        !bound.includes(port) && this.tcpRegistry.available(String(port), ownerKey) && this.#bindTcpPort(port)
+      );
+      if (port === undefined) {
+        fail(want !== undefined ? `port ${want} is in use` : `no free port left in ${min}-${max}`);
+      }
+      bound.push(port!);
+    }
+    return bound;
+  }
+
+  /** Makes sure a listener runs on `port`; false when the port cannot be bound. */
+  #bindTcpPort(port: number): boolean {
+    if (this.#tcpListeners.has(port)) return true;
+    try {
+      this.#tcpListeners.set(
+        port,
+        new TcpTunnelListener({
+          hostname: this.options.hostname,
+          port,
+          maxConnections: this.options.maxTcpConnections,
+          route: (tcp) => {
+            const found = this.tcpRegistry.lookup(String(port));
+            return found.state === "online" ? found.session.forwardTcp(String(port), tcp) : "offline";
+          },
+        }),
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops a port's listener; with `unclaimedOnly`, only when no client holds the port. */
+  #closeTcpPort(port: number, unclaimedOnly = false) {
+    if (unclaimedOnly && this.tcpRegistry.lookup(String(port)).state !== "unknown") return;
+    this.#tcpListeners.get(port)?.close();
+    this.#tcpListeners.delete(port);
   }
 
   async #serveControl(session: ClientSession, reader: FrameReader) {
@@ -366,6 +454,7 @@ export class Relay {
         else if (frame.type === "goodbye") {
           session.leftOnPurpose = true;
           this.registry.release(session);
+          this.tcpRegistry.release(session);
           log.info("client {id} left: {reason}", { id: session.id, reason: frame.reason });
           break;
         } else if (frame.type !== "pong") {
@@ -382,9 +471,12 @@ export class Relay {
 
   #forget(session: ClientSession) {
     if (!this.#sessions.delete(session)) return;
-    if (session.leftOnPurpose) this.registry.release(session);
-    else {
+    if (session.leftOnPurpose) {
+      this.registry.release(session);
+      this.tcpRegistry.release(session);
+    } else {
       this.registry.hold(session);
+      this.tcpRegistry.hold(session);
       log.info("client {id} lost; holding {names} for {grace} ms", {
         id: session.id,
         names: session.names.join(", "),
@@ -420,4 +512,14 @@ function asRefusal(error: unknown): { code: ErrorCode; message: string } {
   if (error instanceof FrameError) return { code: "bad_frame", message: error.message };
   if (error instanceof TimeoutError) return { code: "bad_frame", message: "no hello in time" };
   return { code: "internal", message: error instanceof Error ? error.message : String(error) };
+}
+
+/** The ports min..max in random order, so clients do not all race for the first. */
+function shuffledRange(min: number, max: number): number[] {
+  const ports = Array.from({ length: max - min + 1 }, (_, i) => min + i);
+  for (let i = ports.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [ports[i], ports[j]] = [ports[j], ports[i]];
+  }
+  return ports;
 }

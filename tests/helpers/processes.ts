@@ -199,7 +199,7 @@ export async function onlineUrls(child: Child, tunnels: number, from = 0): Promi
   const online = await child.waitFor(/^reverprox: online/, { from, timeoutMs: 30_000 });
   const urls: string[] = [];
   for (let line = online.line + 1; urls.length < tunnels;) {
-    const found = await child.waitFor(/^\s+(http\S+) →/, { from: line });
+    const found = await child.waitFor(/^\s+(\w+:\/\/\S+) →/, { from: line });
     urls.push(found[1]);
     line = found.line + 1;
   }
