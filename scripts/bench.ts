@@ -14,6 +14,7 @@
  */
 import { Command } from "commander";
 import { join } from "node:path";
+import http from "node:http";
 import WebSocket from "ws";
 import { Child, Processes, ROOT, startClient, startRelay } from "../tests/helpers/processes.ts";
 import { startSshTunnel } from "./bench/ssh.ts";
@@ -23,10 +24,11 @@ import { ratioChart } from "./bench/chart.ts";
 const flags = new Command("bench")
   .option("--seconds <n>", "duration of each wrk run", Number, 10)
   .option("--mb <n>", "size of the download and upload", Number, 100)
+  .option("--big-mb <n>", "size of the long transfer each way (0 skips it)", Number, 2048)
   .option("--scale <counts>", "idle tunnel counts for the scale run, comma-separated", "1000,10000")
   .option("--no-ssh", "skip the ssh -R row")
   .parse(Deno.args, { from: "user" })
-  .opts<{ seconds: number; mb: number; scale: string; ssh: boolean }>();
+  .opts<{ seconds: number; mb: number; bigMb: number; scale: string; ssh: boolean }>();
 
 /** One way to reach the origin. */
 interface Target {
@@ -45,7 +47,11 @@ interface Row {
   downloadMBps: number;
   uploadMBps: number;
   wsRttMs: number;
-  rssMB: Record<string, number>;
+  sseFirstEventMs: number;
+  bigDownloadMBps: number;
+  bigUploadMBps: number;
+  /** Resident memory now, and the peak over the run (VmHWM), per process. */
+  rssMB: Record<string, { now: number; peak: number }>;
 }
 
 for (const tool of ["wrk", "curl"]) {
@@ -98,6 +104,13 @@ const uploadFile = join(await processes.tempDir(), "upload.bin");
   file.close();
 }
 
+const bigUploadFile = join(await processes.tempDir(), "big-upload.bin");
+if (flags.bigMb) {
+  const file = await Deno.open(bigUploadFile, { write: true, create: true });
+  await file.truncate(flags.bigMb * 1024 * 1024);
+  file.close();
+}
+
 const rows: Row[] = [];
 for (const target of targets) {
   console.error(`bench: ${target.name} …`);
@@ -131,10 +144,33 @@ for (const target of targets) {
     console.error(`bench: WebSocket via ${target.name} failed: ${error.message}`);
     return NaN;
   });
+  const sseFirstEventMs = await sseFirstEvent(target);
+  const bigBytes = flags.bigMb * 1024 * 1024;
+  const bigDownloadMBps = flags.bigMb
+    ? await curlSpeed(target, ["-o", "/dev/null", `${target.url}/download?bytes=${bigBytes}`], "download")
+    : NaN;
+  const bigUploadMBps = flags.bigMb
+    ? await curlSpeed(
+      target,
+      ["-o", "/dev/null", "-X", "POST", "-T", bigUploadFile, `${target.url}/upload`],
+      "upload",
+    )
+    : NaN;
   const rssMB = Object.fromEntries(
     await Promise.all(Object.entries(target.pids).map(async ([name, pid]) => [name, await rss(pid)])),
   );
-  rows.push({ target: target.name, c32, c1, downloadMBps, uploadMBps, wsRttMs, rssMB });
+  rows.push({
+    target: target.name,
+    c32,
+    c1,
+    downloadMBps,
+    uploadMBps,
+    wsRttMs,
+    sseFirstEventMs,
+    bigDownloadMBps,
+    bigUploadMBps,
+    rssMB,
+  });
 }
 
 const scale = [];
@@ -193,11 +229,41 @@ async function webSocketRtt(target: Target): Promise<number> {
   return times[Math.floor(times.length / 2)];
 }
 
-/** Resident memory of a process in MB, from /proc. */
-async function rss(pid: number): Promise<number> {
+/** Resident memory of a process in MB, now and at its peak, from /proc. */
+async function rss(pid: number): Promise<{ now: number; peak: number }> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => "");
-  const match = status.match(/VmRSS:\s+(\d+) kB/);
-  return match ? Math.round(Number(match[1]) / 1024) : NaN;
+  const mb = (field: string) => {
+    const match = status.match(new RegExp(`${field}:\\s+(\\d+) kB`));
+    return match ? Math.round(Number(match[1]) / 1024) : NaN;
+  };
+  return { now: mb("VmRSS"), peak: mb("VmHWM") };
+}
+
+/** Median time from sending a request to reading the first server-sent event, over 20 requests, in ms. */
+async function sseFirstEvent(target: Target): Promise<number> {
+  const times: number[] = [];
+  const url = new URL(`${target.url}/sse`);
+  for (let i = 0; i < 20; i++) {
+    const started = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const request = http.get({
+        hostname: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        headers: target.host ? { host: target.host } : {},
+        agent: false,
+      }, (response) => {
+        response.once("data", () => {
+          times.push(performance.now() - started);
+          request.destroy();
+          resolve();
+        });
+      });
+      request.on("error", reject);
+    });
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
 }
 
 /** Registers `count` idle tunnels from a few client processes; relay RSS and time to register. */
@@ -205,7 +271,7 @@ async function scaleRun(count: number) {
   await using scaleProcesses = new Processes();
   const scaleRelay = await startRelay(scaleProcesses, { args: ["--log-level=warning"] });
   await new Promise((resolve) => setTimeout(resolve, 500));
-  const emptyMB = await rss(scaleRelay.child.pid);
+  const emptyMB = (await rss(scaleRelay.child.pid)).now;
   const clients = Math.max(1, Math.ceil(count / 1000));
   const started = performance.now();
   const dir = await scaleProcesses.tempDir();
@@ -223,7 +289,7 @@ async function scaleRun(count: number) {
   }));
   const registerSeconds = (performance.now() - started) / 1000;
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  const loadedMB = await rss(scaleRelay.child.pid);
+  const loadedMB = (await rss(scaleRelay.child.pid)).now;
   return {
     tunnels: count,
     clients,
@@ -239,8 +305,8 @@ function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): 
   const ratio = (value: number, base: number) =>
     Number.isFinite(value) && base ? ` (${(value / base).toFixed(2)}x)` : "";
   const lines = [
-    "| path | req/s c32 | p50 / p99 c32 (ms) | req/s c1 | p50 / p99 c1 (ms) | download MB/s | upload MB/s | WS echo RTT (ms) | RSS (MB) |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| path | req/s c32 | p50 / p99 c32 (ms) | req/s c1 | p50 / p99 c1 (ms) | download MB/s | upload MB/s | WS echo RTT (ms) | SSE first event (ms) | long download / upload MB/s | RSS now / peak (MB) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const row of rows) {
     lines.push(
@@ -254,7 +320,9 @@ function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): 
         `${row.c1.p50Ms.toFixed(2)} / ${row.c1.p99Ms.toFixed(2)} | ` +
         `${row.downloadMBps.toFixed(0)}${ratio(row.downloadMBps, direct.downloadMBps)} | ` +
         `${row.uploadMBps.toFixed(0)}${ratio(row.uploadMBps, direct.uploadMBps)} | ` +
-        `${row.wsRttMs.toFixed(3)} | ${Object.entries(row.rssMB).map(([k, v]) => `${k} ${v}`).join(", ")} |`,
+        `${row.wsRttMs.toFixed(3)} | ${row.sseFirstEventMs.toFixed(2)} | ` +
+        `${row.bigDownloadMBps.toFixed(0)} / ${row.bigUploadMBps.toFixed(0)} | ` +
+        `${Object.entries(row.rssMB).map(([k, v]) => `${k} ${v.now} / ${v.peak}`).join(", ")} |`,
     );
   }
   if (scaleRows.length) {

@@ -12,6 +12,7 @@ interface ChartRow {
   downloadMBps: number;
   uploadMBps: number;
   wsRttMs: number;
+  sseFirstEventMs: number;
 }
 
 const METRICS: [string, (row: ChartRow) => number, "higher" | "lower"][] = [
@@ -21,6 +22,7 @@ const METRICS: [string, (row: ChartRow) => number, "higher" | "lower"][] = [
   ["download", (r) => r.downloadMBps, "higher"],
   ["upload", (r) => r.uploadMBps, "higher"],
   ["WS RTT", (r) => r.wsRttMs, "lower"],
+  ["SSE 1st event", (r) => r.sseFirstEventMs, "lower"],
 ];
 const COLORS = ["#9aa5b1", "#e4a04a", "#3b82c4"];
 

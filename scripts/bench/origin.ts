@@ -1,7 +1,8 @@
 /**
  * The benchmark's origin: `/` answers a 200-byte body, `/download?bytes=N`
  * streams N bytes, `/upload` swallows a body and says how much came, `/ws`
- * echoes WebSocket messages. Prints `ready port=N`.
+ * echoes WebSocket messages, `/sse` sends one event and stays open. Prints
+ * `ready port=N`.
  * @module
  */
 const SMALL = new TextEncoder().encode("x".repeat(199) + "\n");
@@ -26,6 +27,15 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }
       },
     }, { highWaterMark: 0 });
     return new Response(body, { headers: { "content-length": String(total) } });
+  }
+  if (url.pathname === "/sse") {
+    // One event now, then the stream stays open: what a visitor waits for is the first event.
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("data: first\n\n"));
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
   }
   if (url.pathname === "/upload") {
     let bytes = 0;
