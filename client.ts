@@ -27,6 +27,7 @@ import { isValidName, randomName } from "./lib/names.ts";
 import { parseOrigin, probeOrigin, readTunnelsFile, TargetError } from "./lib/targets.ts";
 import { parseServerUrl, TrustError } from "./lib/trust.ts";
 import { setupLogging } from "./lib/log.ts";
+import { basicAuthRule } from "./lib/access.ts";
 
 interface ConnectFlags {
   server?: string;
@@ -34,6 +35,22 @@ interface ConnectFlags {
   fingerprint?: string;
   originTimeout: number;
   logLevel: string;
+}
+
+interface AccessFlags {
+  basicAuth?: string;
+  allow: string[];
+  deny: string[];
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** Options of the commands that share an HTTP server: who may reach it. */
+function accessOptions(command: Command): Command {
+  return command
+    .option("--basic-auth <user:password>", "visitors must log in (checked at the relay)")
+    .option("--allow <cidr>", "only these addresses may visit (repeatable)", collect, [])
+    .option("--deny <cidr>", "these addresses may not visit (repeatable)", collect, []);
 }
 
 const program = new Command("reverprox")
@@ -61,21 +78,21 @@ function connectOptions(command: Command): Command {
     .option("--log-level <level>", "trace, debug, info, warning, error", "info");
 }
 
-connectOptions(
+connectOptions(accessOptions(
   program
     .argument("[port]", "local port (or host:port, or URL) to share")
     .argument("[name]", "subdomain to ask for; random when left out"),
-).action(async (port: string | undefined, name: string | undefined, flags: ConnectFlags) => {
+)).action(async (port: string | undefined, name: string | undefined, flags: ConnectFlags & AccessFlags) => {
   if (!port) return program.help();
   await runTunnels([await httpTunnel(port, name, flags)], flags);
 });
 
-connectOptions(
+connectOptions(accessOptions(
   program.command("http")
     .description("share a local HTTP server")
     .argument("<target>", "local port, host:port or URL")
     .option("--name <name>", "subdomain to ask for; random when left out"),
-).action(async (target: string, flags: ConnectFlags & { name?: string }) => {
+)).action(async (target: string, flags: ConnectFlags & AccessFlags & { name?: string }) => {
   await runTunnels([await httpTunnel(target, flags.name, flags)], flags);
 });
 
@@ -153,7 +170,7 @@ function positiveInt(value: string): number {
 async function httpTunnel(
   target: string,
   name: string | undefined,
-  flags: ConnectFlags,
+  flags: ConnectFlags & Partial<AccessFlags>,
 ): Promise<TunnelSpec> {
   const origin = parseOrigin(target);
   if (name !== undefined && !isValidName(name)) {
@@ -168,7 +185,16 @@ async function httpTunnel(
     name = await rememberedName(dir, key) ?? randomName();
     await rememberName(dir, key, name);
   }
-  return { kind: "http", name, origin };
+  const access = {
+    allow: flags.allow?.length ? flags.allow : undefined,
+    deny: flags.deny?.length ? flags.deny : undefined,
+    basicAuth: flags.basicAuth ? await basicAuthRule(flags.basicAuth).catch(invalidArgument) : undefined,
+  };
+  return { kind: "http", name, origin, access: Object.values(access).some(Boolean) ? access : undefined };
+}
+
+function invalidArgument(error: Error): never {
+  throw new InvalidArgumentError(error.message);
 }
 
 async function runTunnels(tunnels: TunnelSpec[], flags: ConnectFlags) {

@@ -32,6 +32,8 @@ interface ServerFlags {
   maxBodyBytes?: number;
   maxHeaderBytes: number;
   maxInFlight: number;
+  ratePerTunnel: number;
+  ratePerIp: number;
   publicScheme: "http" | "https";
   publicPort?: number;
   tcpPorts: { min: number; max: number } | null;
@@ -146,6 +148,17 @@ const program = new Command("reverprox-server")
   )
   .addOption(
     new Option(
+      "--rate-per-tunnel <n>",
+      "requests per second one tunnel may receive before 429 (0 = no limit)",
+    )
+      .env("REVERPROX_RATE_PER_TUNNEL").argParser(int(0, 1 << 30)).default(defaults.ratePerTunnel),
+  )
+  .addOption(
+    new Option("--rate-per-ip <n>", "requests per second one visitor IP may send before 429 (0 = no limit)")
+      .env("REVERPROX_RATE_PER_IP").argParser(int(0, 1 << 30)).default(defaults.ratePerIp),
+  )
+  .addOption(
+    new Option(
       "--public-scheme <scheme>",
       "scheme visitors use (https when a TLS proxy is in front)",
     )
@@ -209,6 +222,8 @@ async function main(flags: ServerFlags) {
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,
     maxInFlight: flags.maxInFlight,
+    ratePerTunnel: flags.ratePerTunnel,
+    ratePerIp: flags.ratePerIp,
     publicScheme: flags.publicScheme,
     publicPort: flags.publicPort,
     tcpPorts: flags.tcpPorts,

@@ -23,7 +23,14 @@ import { encodeFrame, FrameReader } from "./codec.ts";
 import { answerRequest, type Origin, originAgent, type RequestOutcome } from "./http_bridge.ts";
 import { answerWebSocket } from "./websocket_bridge.ts";
 import { answerTcp } from "./tcp_bridge.ts";
-import { ALPN, type ErrorCode, type FrameOf, PROTOCOL_VERSION, type TunnelGrant } from "./protocol.ts";
+import {
+  ALPN,
+  type ErrorCode,
+  type FrameOf,
+  PROTOCOL_VERSION,
+  type TunnelAccess,
+  type TunnelGrant,
+} from "./protocol.ts";
 import { type RelayAddress, type TrustedRelay, TrustError, trustRelay } from "./trust.ts";
 import { delay, TimeoutError, withTimeout } from "./async.ts";
 import { getLogger } from "./log.ts";
@@ -37,6 +44,8 @@ export interface TunnelSpec {
   name?: string;
   /** Public port to ask for, for tcp tunnels; kept across reconnects once granted. */
   remotePort?: number;
+  /** Who may use an http tunnel; the relay checks it. */
+  access?: TunnelAccess;
   origin: Origin;
 }
 
@@ -61,6 +70,8 @@ export interface AgentOptions {
 
 /** Refusals that retrying will not fix. */
 const FATAL_CODES = new Set<ErrorCode>([
+  "bad_frame",
+  "port_unavailable",
   "bad_version",
   "unauthorized",
   "name_invalid",
@@ -196,7 +207,12 @@ export class Agent {
       version: PROTOCOL_VERSION,
       token: this.options.token,
       clientId: this.options.clientId,
-      tunnels: this.options.tunnels.map(({ kind, name, remotePort }) => ({ kind, name, remotePort })),
+      tunnels: this.options.tunnels.map(({ kind, name, remotePort, access }) => ({
+        kind,
+        name,
+        remotePort,
+        access,
+      })),
     }));
     const answer = await withTimeout(
       reader.expect("welcome", "error"),

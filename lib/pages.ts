@@ -23,7 +23,10 @@ export type PageCode =
   | "uri_too_long"
   | "body_too_large"
   | "bad_request"
-  | "upgrade_unsupported";
+  | "upgrade_unsupported"
+  | "forbidden"
+  | "internal"
+  | "rate_limited";
 
 /** A plain-text error page; the body ends in a newline so curl output reads well. */
 export function errorPage(status: number, code: PageCode, message: string): Response {

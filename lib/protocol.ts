@@ -49,6 +49,15 @@ export type ErrorCode = typeof ERROR_CODES[number];
 const header = z.tuple([z.string().max(8192), z.string().max(65536)]);
 const tunnelKind = z.enum(["http", "tcp"]);
 
+/** Who may use an http tunnel, checked at the relay. */
+export const TunnelAccessSchema = z.object({
+  /** CIDRs or addresses allowed; empty = everyone not denied. */
+  allow: z.array(z.string().max(64)).max(256).optional(),
+  deny: z.array(z.string().max(64)).max(256).optional(),
+  basicAuth: z.object({ username: z.string().max(256), passwordSha256: z.string().length(64) }).optional(),
+});
+export type TunnelAccess = z.infer<typeof TunnelAccessSchema>;
+
 /** What a client asks for, one per tunnel. */
 export const TunnelRequestSchema = z.object({
   kind: tunnelKind,
@@ -56,6 +65,7 @@ export const TunnelRequestSchema = z.object({
   name: z.string().max(63).optional(),
   /** Public port for tcp tunnels; absent = the relay picks one. */
   remotePort: z.number().int().min(1).max(65535).optional(),
+  access: TunnelAccessSchema.optional(),
 });
 export type TunnelRequest = z.infer<typeof TunnelRequestSchema>;
 

@@ -12,6 +12,8 @@
  * @module
  */
 import { Hono } from "hono";
+import type { AccessGuard } from "./access.ts";
+import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { getConnInfo } from "hono/deno";
 import { errorPage } from "./pages.ts";
@@ -19,6 +21,7 @@ import { endToEndHeaders, headerBytes, headerPairs, withForwarded } from "./head
 import type { Lookup } from "./registry.ts";
 import type { FrameOf } from "./protocol.ts";
 import { getLogger } from "./log.ts";
+import { RateLimiter } from "./rate_limit.ts";
 
 const log = getLogger(["reverprox", "http"]);
 
@@ -30,6 +33,8 @@ export interface TunnelSession {
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
   ): Promise<Response>;
+  /** The client's access rules for tunnel `name` (IP list, basic auth), if any. */
+  guard(name: string): AccessGuard | undefined;
   /** Same, for a WebSocket handshake: `request` is upgraded once the origin accepts. */
   forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void): Promise<Response>;
 }
@@ -44,6 +49,10 @@ export interface PublicLimits {
   maxBodyBytes?: number;
   /** Requests in flight on the whole relay before 503. */
   maxInFlight: number;
+  /** Requests per second one tunnel may receive before 429; 0 = no limit. */
+  ratePerTunnel: number;
+  /** Requests per second one visitor IP may send before 429; 0 = no limit. */
+  ratePerIp: number;
 }
 
 export interface PublicAppOptions extends PublicLimits {
@@ -61,6 +70,8 @@ export interface PublicAppOptions extends PublicLimits {
 export function createPublicApp(options: PublicAppOptions): Hono {
   const app = new Hono();
   let inFlight = 0;
+  const perTunnel = new RateLimiter(options.ratePerTunnel);
+  const perIp = new RateLimiter(options.ratePerIp);
 
   app.use(async (c, next) => {
     const url = new URL(c.req.url);
@@ -110,6 +121,17 @@ export function createPublicApp(options: PublicAppOptions): Hono {
         `The tunnel "${name}" is offline; its client is reconnecting.`,
       );
     }
+    const visitor = getConnInfo(c).remote.address ?? "";
+    if (!perIp.take(visitor)) {
+      log.info("rate limit: {visitor} over {rate} requests/s", { visitor, rate: options.ratePerIp });
+      return tooMany(`Too many requests from ${visitor}; slow down.`);
+    }
+    if (!perTunnel.take(name)) {
+      log.info("rate limit: tunnel {name} over {rate} requests/s", { name, rate: options.ratePerTunnel });
+      return tooMany(`Too many requests for "${name}"; slow down.`);
+    }
+    const refusal = await found.session.guard(name)?.(c);
+    if (refusal) return refusal;
     if (options.draining()) {
       return errorPage(
         503,
@@ -166,10 +188,17 @@ export function createPublicApp(options: PublicAppOptions): Hono {
   });
 
   app.onError((error) => {
+    if (error instanceof HTTPException) return error.getResponse();
     log.error("request failed: {error}", { error });
     return errorPage(502, "client_failed", "The tunnel failed while forwarding the request.");
   });
   return app;
+}
+
+function tooMany(message: string): Response {
+  const response = errorPage(429, "rate_limited", message);
+  response.headers.set("retry-after", "1");
+  return response;
 }
 
 /** Lowercased host without port; `[::1]:8080` → `::1`. */

@@ -31,6 +31,8 @@ import {
 } from "./protocol.ts";
 import { createPublicApp, type PublicLimits, type TunnelSession } from "./public_http.ts";
 import { TunnelRegistry } from "./registry.ts";
+import { errorPage } from "./pages.ts";
+import { type AccessGuard, accessGuard } from "./access.ts";
 import type { RelayIdentity } from "./cert.ts";
 import { getLogger } from "./log.ts";
 import { sha256Hex } from "./tokens.ts";
@@ -94,6 +96,8 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   maxHeaderBytes: 32 * 1024,
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
+  ratePerTunnel: 0,
+  ratePerIp: 0,
   publicScheme: "http",
 };
 
@@ -104,6 +108,7 @@ const HEARTBEAT_MISSES = 3;
 class ClientSession implements TunnelSession {
   readonly id = crypto.randomUUID();
   readonly names: string[] = [];
+  readonly guards = new Map<string, AccessGuard>();
   leftOnPurpose = false;
   lastHeard = Date.now();
 
@@ -123,6 +128,10 @@ class ClientSession implements TunnelSession {
       responseTimeoutMs: this.responseTimeoutMs,
       onSettled,
     });
+  }
+
+  guard(name: string) {
+    return this.guards.get(name);
   }
 
   forwardTcp(port: string, tcp: Deno.TcpConn) {
@@ -186,7 +195,13 @@ export class Relay {
       hostname: options.hostname,
       port: options.httpPort,
       onListen: () => {},
-    }, app.fetch);
+    }, async (request, info) => {
+      // Deno.serve ends the process on a non-Response; one bad request must never take the relay down.
+      const response = await app.fetch(request, info);
+      if (response instanceof Response) return response;
+      log.error("no response for {method} {url}", { method: request.method, url: request.url });
+      return errorPage(500, "internal", "The relay failed to answer this request.");
+    });
     // The QUIC port number over TCP serves what a client needs before it can trust the relay.
     this.#caServer = Deno.serve({
       hostname: options.hostname,
@@ -318,8 +333,15 @@ export class Relay {
     const ownerKey = await sha256Hex(
       `${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`,
     );
+    const guards = new Map<string, AccessGuard>();
     const names = hello.tunnels.filter((tunnel) => tunnel.kind === "http").map((tunnel) => {
       const name = tunnel.name ?? "";
+      try {
+        const guard = accessGuard(tunnel.access);
+        if (guard) guards.set(name, guard);
+      } catch (error) {
+        throw new ProtocolError("bad_frame", `bad access rule for "${name}": ${(error as Error).message}`);
+      }
       if (!isValidName(name)) {
         throw new ProtocolError(
           "name_invalid",
@@ -338,6 +360,7 @@ export class Relay {
     );
 
     const session = new ClientSession(conn, ownerKey, control, this.options.responseTimeoutMs);
+    for (const [name, guard] of guards) session.guards.set(name, guard);
     const replaced = new Set<ClientSession>();
     for (const name of names) {
       const claim = this.registry.claim(name, ownerKey, session);

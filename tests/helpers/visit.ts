@@ -32,6 +32,10 @@ export function visit(url: string, init: VisitInit = {}): Promise<Response> {
       const headers = new Headers();
       const raw = response.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+      // A cancelled body destroys the socket, and node then emits "socket hang up" on both the
+      // request and the response; the web stream already reports errors to whoever reads it.
+      response.on("error", () => {});
+      request.on("error", () => {});
       const status = response.statusCode!;
       const empty = (init.method ?? "GET") === "HEAD" || status === 204 || status === 304;
       const body = empty ? null : Readable.toWeb(response) as ReadableStream<Uint8Array>;

@@ -1,0 +1,69 @@
+/**
+ * Per-tunnel access rules, chosen by the client and enforced at the relay
+ * before any byte crosses QUIC: an IP allow/deny list (`hono/ip-restriction`)
+ * and HTTP basic auth (`hono/basic-auth`). The relay never learns the
+ * password, only its SHA-256.
+ *
+ * @example
+ * ```ts
+ * const guard = accessGuard({ allow: ["203.0.113.0/24"], basicAuth: { username: "me", passwordSha256 } });
+ * const refusal = await guard!(c); // a 403 outside the list, a 401 without the password, or undefined
+ * ```
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { basicAuth } from "hono/basic-auth";
+import { HTTPException } from "hono/http-exception";
+import { getConnInfo } from "hono/deno";
+import { ipRestriction } from "hono/ip-restriction";
+import type { TunnelAccess } from "./protocol.ts";
+import { errorPage } from "./pages.ts";
+import { sha256Hex } from "./tokens.ts";
+
+/** Checks one request: `undefined` lets it through, a `Response` refuses it. */
+export type AccessGuard = (c: Context) => Promise<Response | undefined>;
+
+/** The guard that enforces `access`, or `undefined` when it allows everyone. Throws on a malformed rule. */
+export function accessGuard(access: TunnelAccess | undefined): AccessGuard | undefined {
+  if (!access) return undefined;
+  const checks: MiddlewareHandler[] = [];
+  if (access.allow?.length || access.deny?.length) {
+    checks.push(ipRestriction(
+      getConnInfo,
+      { allowList: access.allow ?? [], denyList: access.deny ?? [] },
+      (remote) => errorPage(403, "forbidden", `${remote.addr} may not reach this tunnel.`),
+    ));
+  }
+  const credentials = access.basicAuth;
+  if (credentials) {
+    checks.push(basicAuth({
+      realm: "reverprox tunnel",
+      verifyUser: async (username, password) =>
+        username === credentials.username && await sha256Hex(password) === credentials.passwordSha256,
+    }));
+  }
+  if (checks.length === 0) return undefined;
+  return async (c) => {
+    for (const check of checks) {
+      let passed = false;
+      try {
+        const refusal = await check(c, () => {
+          passed = true;
+          return Promise.resolve();
+        });
+        if (!passed) return refusal ?? errorPage(403, "forbidden", "This tunnel refused the request.");
+      } catch (error) {
+        if (error instanceof HTTPException) return error.getResponse();
+        throw error;
+      }
+    }
+    return undefined;
+  };
+}
+
+/** Parses `user:pass` into what the relay keeps (the password only as SHA-256). */
+export async function basicAuthRule(text: string): Promise<NonNullable<TunnelAccess["basicAuth"]>> {
+  const colon = text.indexOf(":");
+  if (colon < 1) throw new Error("--basic-auth takes user:password");
+  return { username: text.slice(0, colon), passwordSha256: await sha256Hex(text.slice(colon + 1)) };
+}
