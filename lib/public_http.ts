@@ -62,6 +62,8 @@ export interface PublicAppOptions extends PublicLimits {
   lookup(name: string): Lookup<TunnelSession>;
   /** What the bare domain's `/.well-known/reverprox.json` says (CA, version). */
   info(): Record<string, unknown>;
+  /** Relay-wide counters for the status page. */
+  stats(): Record<string, number>;
   /** True while the relay drains for shutdown. */
   draining(): boolean;
 }
@@ -105,9 +107,10 @@ export function createPublicApp(options: PublicAppOptions): Hono {
     const host = hostName(hostHeader);
     const name = tunnelName(host, options.domain);
     if (name === undefined) {
-      if (new URL(c.req.url).pathname === "/.well-known/reverprox.json") {
-        return c.json(options.info());
-      }
+      const path = new URL(c.req.url).pathname;
+      if (path === "/.well-known/reverprox.json") return c.json(options.info());
+      // Counters for operators and the fuzz campaign: in-flight must drop back to 0 when idle.
+      if (path === "/.well-known/reverprox/status") return c.json({ inFlight, ...options.stats() });
       return c.text(`reverprox relay for *.${options.domain}\n`);
     }
     const found = options.lookup(name);

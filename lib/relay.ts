@@ -189,6 +189,11 @@ export class Relay {
       ...options,
       lookup: (name) => this.registry.lookup(name),
       info: () => this.info(),
+      stats: () => ({
+        clients: this.#sessions.size,
+        httpTunnels: this.registry.size,
+        tcpTunnels: this.tcpRegistry.size,
+      }),
       draining: () => this.#draining,
     });
     this.#http = Deno.serve({

@@ -1,0 +1,193 @@
+/**
+ * `deno task fuzz`: a campaign of random and mutated frames against a live
+ * relay (a real `server.ts` process).
+ *
+ * Phase 1, hellos: many short QUIC connections each send one fuzzed first
+ * frame on the control stream; the relay must answer `error` (or `welcome`,
+ * when a mutation happens to stay valid) or close, never hang or die.
+ * Phase 2, answers: a fuzz client registers a tunnel, wrk sends requests
+ * through the relay, and the fuzz client answers each request stream with a
+ * fuzzed response frame (random bytes, mutated frames, truncated frames,
+ * valid frames, or a reset); the relay must answer every visitor with a
+ * status and keep serving. At the end the relay must be alive with 0
+ * requests in flight (no leaked streams).
+ *
+ * Flags: `--frames N` (1,000,000 in all), `--hellos N` (5,000 of them in
+ * phase 1), `--minutes N` (time bound, 20), `--seed N`.
+ * @module
+ */
+import { Command } from "commander";
+import fc from "fast-check";
+import { join } from "node:path";
+import { encodeFrame, FrameReader } from "../lib/codec.ts";
+import { ALPN, type Frame } from "../lib/protocol.ts";
+import { trustRelay } from "../lib/trust.ts";
+import { Processes, startRelay } from "../tests/helpers/processes.ts";
+
+const flags = new Command("fuzz")
+  .option("--frames <n>", "frames to send in all", Number, 1_000_000)
+  .option("--hellos <n>", "of which first frames on fresh connections", Number, 5_000)
+  .option("--minutes <n>", "stop after this long in any case", Number, 20)
+  .option("--seed <n>", "random seed", Number, Date.now() % 1_000_000)
+  .parse(Deno.args, { from: "user" })
+  .opts<{ frames: number; hellos: number; minutes: number; seed: number }>();
+
+const deadline = Date.now() + flags.minutes * 60_000;
+console.log(`fuzz: seed ${flags.seed}, ${flags.frames} frames, ${flags.hellos} of them hellos`);
+
+const validFrames: Frame[] = [
+  { type: "hello", version: 1, clientId: "f".repeat(32), tunnels: [{ kind: "http", name: "fuzzed" }] },
+  { type: "response", status: 200, headers: [["content-type", "text/plain"], ["set-cookie", "a=1"]] },
+  { type: "error", code: "origin_refused", message: "no" },
+  { type: "ping", seq: 1 },
+  { type: "ws-data", binary: true, final: true, data: new Uint8Array([1, 2, 3]) },
+];
+
+const encoded = validFrames.map(encodeFrame);
+/** One fuzzed frame: random bytes, a mutated valid frame, a truncated one, or a valid one; or null for a reset. */
+const fuzzedFrame: fc.Arbitrary<Uint8Array | null> = fc.oneof(
+  { arbitrary: fc.uint8Array({ maxLength: 300 }), weight: 3 },
+  {
+    arbitrary: fc.tuple(
+      fc.constantFrom(...encoded),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
+    ).map(([frame, edits]) => {
+      const mutated = frame.slice();
+      for (const [at, value] of edits) mutated[at % mutated.length] = value;
+      return mutated;
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.constantFrom(...encoded).chain((f) => fc.nat(f.length - 1).map((n) => f.subarray(0, n))),
+    weight: 2,
+  },
+  { arbitrary: fc.constantFrom(...encoded), weight: 1 },
+  { arbitrary: fc.constant(null), weight: 1 },
+);
+
+/** Fuzzed frames from the seed, drawn in batches so memory stays small. */
+function* fuzzedFrames(seed: number): Generator<Uint8Array | null> {
+  for (let batch = 0;; batch++) yield* fc.sample(fuzzedFrame, { seed: seed + batch, numRuns: 10_000 });
+}
+
+const frames = fuzzedFrames(flags.seed);
+const nextFrame = () => frames.next().value!;
+await using processes = new Processes();
+const relay = await startRelay(processes, { args: ["--log-level=error", "--response-timeout=5"] });
+const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
+  pinned: relay.fingerprint,
+  knownRelaysFile: join(await processes.tempDir(), "known"),
+});
+const endpoint = new Deno.QuicEndpoint();
+const connect = () =>
+  Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: relay.quicPort,
+    serverName: trusted.domain,
+    caCerts: [trusted.caCert],
+    alpnProtocols: [ALPN],
+    endpoint,
+    maxConcurrentBidirectionalStreams: 10_000,
+  });
+
+// Phase 1: fuzzed first frames on fresh connections.
+const helloOutcomes: Record<string, number> = {};
+let sent = 0;
+for (let i = 0; i < flags.hellos && Date.now() < deadline; i++) {
+  const conn = await connect();
+  const closed = conn.closed.catch(() => null);
+  const stream = await conn.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  await writer.write(nextFrame() ?? new Uint8Array(0)).catch(() => {});
+  await writer.close().catch(() => {});
+  sent++;
+  const answer = await Promise.race([
+    new FrameReader(stream.readable).read().then((frame) => frame?.type ?? "closed", () => "reset"),
+    new Promise<string>((resolve) => setTimeout(() => resolve("no answer in 12 s"), 12_000)),
+  ]);
+  helloOutcomes[answer] = (helloOutcomes[answer] ?? 0) + 1;
+  conn.close({ closeCode: 0, reason: "fuzz" });
+  await closed;
+}
+console.log(`fuzz: phase 1 sent ${sent} first frames:`, helloOutcomes);
+
+// Phase 2: a registered tunnel whose every answer is fuzzed, under wrk load.
+const conn = await connect();
+conn.closed.catch(() => {});
+const control = await conn.createBidirectionalStream();
+const controlWriter = control.writable.getWriter();
+// A name and id the phase-1 corpus never uses, so no fuzzed hello can hold it.
+await controlWriter.write(encodeFrame({
+  type: "hello",
+  version: 1,
+  clientId: crypto.randomUUID(),
+  tunnels: [{ kind: "http", name: "fuzz-target" }],
+}));
+const controlReader = new FrameReader(control.readable);
+const welcome = await controlReader.expect("welcome");
+// Stay a live client: answer the relay's heartbeats.
+(async () => {
+  for (let frame; (frame = await controlReader.read());) {
+    if (frame.type === "ping") await controlWriter.write(encodeFrame({ type: "pong", seq: frame.seq }));
+  }
+})().catch(() => {});
+const host = new URL(welcome.tunnels[0].url).host;
+let answered = 0;
+const target = flags.frames - sent;
+(async () => {
+  for await (const stream of conn.incomingBidirectionalStreams) {
+    const writer = stream.writable.getWriter();
+    const bytes = nextFrame();
+    answered++;
+    (async () => {
+      if (!bytes) return await writer.abort("fuzz reset");
+      await writer.write(bytes);
+      await writer.close();
+    })().catch(() => {});
+    stream.readable.cancel().catch(() => {});
+  }
+})().catch(() => {});
+
+const statuses: Record<string, number> = {};
+while (answered < target && Date.now() < deadline) {
+  const seconds = Math.max(1, Math.min(30, Math.ceil((target - answered) / 3000)));
+  const output = await new Deno.Command("wrk", {
+    args: [
+      "-t1",
+      "-c16",
+      `-d${seconds}s`,
+      "--timeout",
+      "10s",
+      "-H",
+      `Host: ${host}`,
+      `http://127.0.0.1:${relay.httpPort}/`,
+    ],
+    stdout: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  const non2xx = Number(text.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0);
+  const total = Number(text.match(/(\d+) requests in/)?.[1] ?? 0);
+  statuses["2xx"] = (statuses["2xx"] ?? 0) + total - non2xx;
+  statuses["other"] = (statuses["other"] ?? 0) + non2xx;
+  console.log(`fuzz: phase 2 ${answered} fuzzed answers so far`);
+}
+
+await new Promise((resolve) => setTimeout(resolve, 6_000));
+const status = await (await fetch(`http://127.0.0.1:${relay.httpPort}/.well-known/reverprox/status`)).json();
+const alive = (await fetch(`http://127.0.0.1:${relay.httpPort}/`)).status === 200;
+conn.close({ closeCode: 0, reason: "fuzz done" });
+await conn.closed.catch(() => {});
+endpoint.close();
+const exited = await Promise.race([relay.child.status.then(() => true), Promise.resolve(false)]);
+console.log(`fuzz: ${sent + answered} frames in all (${sent} first frames, ${answered} fuzzed answers)`);
+console.log(`fuzz: visitors saw`, statuses, `; relay status after`, status);
+const ok = alive && !exited && status.inFlight === 0 && sent + answered >= flags.frames;
+console.log(
+  ok
+    ? "fuzz: relay alive, 0 requests in flight: PASS"
+    : `fuzz: FAIL (alive ${alive}, exited ${exited}, in flight ${status.inFlight}, frames ${
+      sent + answered
+    })`,
+);
+Deno.exit(ok ? 0 : 1);
