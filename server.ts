@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { loadIdentityFiles, loadOrCreateIdentity } from "./lib/cert.ts";
 import { DEFAULT_RELAY_OPTIONS, Relay } from "./lib/relay.ts";
 import { loadTokenHashes } from "./lib/tokens.ts";
+import { TokenStore } from "./lib/token_store.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { isValidName } from "./lib/names.ts";
 
@@ -71,6 +72,7 @@ function defaultStateDir(): string {
 }
 
 const program = new Command("reverprox-server")
+  .enablePositionalOptions()
   .description("The reverprox relay: public HTTP for <name>.<domain>, QUIC for tunnel clients.")
   .addOption(
     new Option("--domain <domain>", "tunnels live at <name>.<domain>").env("REVERPROX_DOMAIN")
@@ -183,6 +185,55 @@ const program = new Command("reverprox-server")
   )
   .action(main);
 
+const token = program.command("token").description("manage client tokens kept (hashed) in --state-dir");
+const stateDirOption = () =>
+  new Option("--state-dir <dir>", "where keys and state live").env("REVERPROX_STATE_DIR").default(
+    defaultStateDir(),
+  );
+token.command("add")
+  .description("make a token and print it (shown only this once)")
+  .option("--label <label>", "who or what the token is for", "unnamed")
+  .option("--names <pattern>", "only http names matching this glob, e.g. team-*")
+  .option("--max-tunnels <n>", "most tunnels the token may hold at once", int(1, 1_000_000))
+  .addOption(stateDirOption())
+  .action((flags: { label: string; names?: string; maxTunnels?: number; stateDir: string }) => {
+    const store = TokenStore.open(flags.stateDir);
+    const { token, record } = store.add({
+      label: flags.label,
+      namePattern: flags.names,
+      maxTunnels: flags.maxTunnels,
+    });
+    store.close();
+    console.log(token);
+    console.error(
+      `token ${record.id} ("${record.label}") added; give it to the client: reverprox config set token …`,
+    );
+  });
+token.command("list")
+  .description("list tokens (never their values)")
+  .addOption(stateDirOption())
+  .action((flags: { stateDir: string }) => {
+    const store = TokenStore.open(flags.stateDir);
+    for (const t of store.list()) {
+      console.log(
+        `${t.id}\t${t.label}\tnames=${t.namePattern ?? "*"}\tmax=${t.maxTunnels ?? "-"}\t` +
+          `${t.revokedAt ? `revoked ${t.revokedAt}` : `created ${t.createdAt}`}`,
+      );
+    }
+    store.close();
+  });
+token.command("revoke")
+  .description("revoke a token; clients using it are refused from their next connection")
+  .argument("<id>", "token id from `token list`")
+  .addOption(stateDirOption())
+  .action((id: string, flags: { stateDir: string }) => {
+    const store = TokenStore.open(flags.stateDir);
+    const revoked = store.revoke(Number(id));
+    store.close();
+    if (!revoked) throw new InvalidArgumentError(`no live token with id ${id}`);
+    console.log(`token ${id} revoked`);
+  });
+
 async function main(flags: ServerFlags) {
   setupLogging(flags.logLevel);
   const log = getLogger(["reverprox", "server"]);
@@ -202,9 +253,11 @@ async function main(flags: ServerFlags) {
     identity = await loadIdentityFiles(flags.cert, flags.key);
   }
   const tokenHashes = await loadTokenHashes(flags.token, flags.tokensFile);
-  if (!tokenHashes) {
+  const tokenStore = TokenStore.open(flags.stateDir);
+  if (!tokenHashes && !tokenStore.hasTokens()) {
     log.warn(
-      "no --token or --tokens-file: this is an open relay; anyone who reaches it can open tunnels",
+      "no tokens (--token, --tokens-file or `reverprox-server token add`): this is an open relay; " +
+        "anyone who reaches it can open tunnels",
     );
   }
 
@@ -216,6 +269,7 @@ async function main(flags: ServerFlags) {
     quicPort: flags.quicPort,
     identity,
     tokenHashes,
+    tokenStore,
     graceMs: flags.grace * 1000,
     heartbeatMs: flags.heartbeat * 1000,
     responseTimeoutMs: flags.responseTimeout * 1000,

@@ -72,6 +72,7 @@ export interface AgentOptions {
 const FATAL_CODES = new Set<ErrorCode>([
   "bad_frame",
   "port_unavailable",
+  "not_permitted",
   "bad_version",
   "unauthorized",
   "name_invalid",

@@ -34,6 +34,7 @@ export const ERROR_CODES = [
   "bad_version",
   "bad_frame",
   "unauthorized",
+  "not_permitted",
   "name_invalid",
   "name_taken",
   "too_many_tunnels",

@@ -36,6 +36,7 @@ import { type AccessGuard, accessGuard } from "./access.ts";
 import type { RelayIdentity } from "./cert.ts";
 import { getLogger } from "./log.ts";
 import { sha256Hex } from "./tokens.ts";
+import { matchesPattern, type TokenRecord, type TokenStore } from "./token_store.ts";
 import { TimeoutError, withTimeout } from "./async.ts";
 
 const log = getLogger(["reverprox", "relay"]);
@@ -60,8 +61,10 @@ export interface RelayOptions extends PublicLimits {
   /** QUIC (UDP) port for clients; the same TCP port serves the CA for pinning. 0 picks a free one. */
   quicPort: number;
   identity: RelayIdentity;
-  /** SHA-256 hashes of accepted tokens; `null` = open relay. */
+  /** SHA-256 hashes of tokens given by flag or file; `null` = none. */
   tokenHashes: Set<string> | null;
+  /** Tokens managed with `reverprox-server token`; with neither these nor `tokenHashes`, the relay is open. */
+  tokenStore?: TokenStore;
   /** How long a dropped client's names stay reserved for it. */
   graceMs: number;
   heartbeatMs: number;
@@ -110,6 +113,8 @@ class ClientSession implements TunnelSession {
   readonly names: string[] = [];
   readonly guards = new Map<string, AccessGuard>();
   leftOnPurpose = false;
+  /** The store token this client used, for per-token limits. */
+  tokenId?: number;
   lastHeard = Date.now();
 
   constructor(
@@ -328,8 +333,10 @@ export class Relay {
         `relay speaks protocol ${PROTOCOL_VERSION}, client ${hello.version}`,
       );
     }
-    const { tokenHashes } = this.options;
-    if (tokenHashes && !(hello.token && tokenHashes.has(await sha256Hex(hello.token)))) {
+    const { tokenHashes, tokenStore } = this.options;
+    const record = hello.token ? tokenStore?.verify(hello.token) ?? null : null;
+    const closed = tokenHashes !== null || (tokenStore?.hasTokens() ?? false);
+    if (closed && !record && !(hello.token && tokenHashes?.has(await sha256Hex(hello.token)))) {
       throw new ProtocolError(
         "unauthorized",
         hello.token ? "the token is not valid" : "this relay needs a token",
@@ -338,6 +345,7 @@ export class Relay {
     const ownerKey = await sha256Hex(
       `${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`,
     );
+    if (record) this.#checkTokenRule(record, hello, ownerKey);
     const guards = new Map<string, AccessGuard>();
     const names = hello.tunnels.filter((tunnel) => tunnel.kind === "http").map((tunnel) => {
       const name = tunnel.name ?? "";
@@ -365,6 +373,7 @@ export class Relay {
     );
 
     const session = new ClientSession(conn, ownerKey, control, this.options.responseTimeoutMs);
+    session.tokenId = record?.id;
     for (const [name, guard] of guards) session.guards.set(name, guard);
     const replaced = new Set<ClientSession>();
     for (const name of names) {
@@ -402,6 +411,30 @@ export class Relay {
       heartbeatMs: this.options.heartbeatMs,
     });
     return session;
+  }
+
+  /** Holds a store token to its name pattern and tunnel count (counting its other clients' tunnels). */
+  #checkTokenRule(record: TokenRecord, hello: FrameOf<"hello">, ownerKey: string) {
+    const pattern = record.namePattern;
+    const outside = pattern &&
+      hello.tunnels.find((t) => t.kind === "http" && !matchesPattern(t.name ?? "", pattern));
+    if (outside) {
+      throw new ProtocolError(
+        "not_permitted",
+        `token "${record.label}" may only use names matching ${pattern}`,
+      );
+    }
+    if (record.maxTunnels === null) return;
+    let held = 0;
+    for (const session of this.#sessions) {
+      if (session.tokenId === record.id && session.ownerKey !== ownerKey) held += session.names.length;
+    }
+    if (held + hello.tunnels.length > record.maxTunnels) {
+      throw new ProtocolError(
+        "too_many_tunnels",
+        `token "${record.label}" may hold ${record.maxTunnels} tunnels; ${held} are open elsewhere`,
+      );
+    }
   }
 
   /**

@@ -74,7 +74,10 @@ function* fuzzedFrames(seed: number): Generator<Uint8Array | null> {
 const frames = fuzzedFrames(flags.seed);
 const nextFrame = () => frames.next().value!;
 await using processes = new Processes();
-const relay = await startRelay(processes, { args: ["--log-level=error", "--response-timeout=5"] });
+// A 10 s heartbeat: the fuzz client is busy, and losing its tunnel would end phase 2 early.
+const relay = await startRelay(processes, {
+  args: ["--log-level=error", "--response-timeout=5", "--heartbeat=10"],
+});
 const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
   pinned: relay.fingerprint,
   knownRelaysFile: join(await processes.tempDir(), "known"),
@@ -150,7 +153,9 @@ const target = flags.frames - sent;
 })().catch(() => {});
 
 const statuses: Record<string, number> = {};
-while (answered < target && Date.now() < deadline) {
+let stalled = false;
+while (answered < target && Date.now() < deadline && !stalled) {
+  const before = answered;
   const seconds = Math.max(1, Math.min(30, Math.ceil((target - answered) / 3000)));
   const output = await new Deno.Command("wrk", {
     args: [
@@ -171,6 +176,7 @@ while (answered < target && Date.now() < deadline) {
   statuses["2xx"] = (statuses["2xx"] ?? 0) + total - non2xx;
   statuses["other"] = (statuses["other"] ?? 0) + non2xx;
   console.log(`fuzz: phase 2 ${answered} fuzzed answers so far`);
+  stalled = answered === before;
 }
 
 await new Promise((resolve) => setTimeout(resolve, 6_000));
@@ -182,12 +188,11 @@ endpoint.close();
 const exited = await Promise.race([relay.child.status.then(() => true), Promise.resolve(false)]);
 console.log(`fuzz: ${sent + answered} frames in all (${sent} first frames, ${answered} fuzzed answers)`);
 console.log(`fuzz: visitors saw`, statuses, `; relay status after`, status);
-const ok = alive && !exited && status.inFlight === 0 && sent + answered >= flags.frames;
+const ok = alive && !exited && !stalled && status.inFlight === 0 && sent + answered >= flags.frames;
 console.log(
   ok
     ? "fuzz: relay alive, 0 requests in flight: PASS"
-    : `fuzz: FAIL (alive ${alive}, exited ${exited}, in flight ${status.inFlight}, frames ${
-      sent + answered
-    })`,
+    : `fuzz: FAIL (alive ${alive}, exited ${exited}, stalled ${stalled}, in flight ${status.inFlight}, ` +
+      `frames ${sent + answered})`,
 );
 Deno.exit(ok ? 0 : 1);

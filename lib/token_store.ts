@@ -1,0 +1,125 @@
+/**
+ * Client tokens managed on the relay (`reverprox-server token add|list|revoke`),
+ * in one SQLite file in the state dir through the built-in `node:sqlite`.
+ * Only SHA-256 hashes are stored; a token is shown once, when it is made. A
+ * token may be limited to names matching a pattern (`team-*`) and to a number
+ * of tunnels.
+ *
+ * @example
+ * ```ts
+ * const store = TokenStore.open("/var/lib/reverprox");
+ * const { token } = store.add({ label: "ci", namePattern: "ci-*", maxTunnels: 2 });
+ * store.verify(token); // { id: 1, label: "ci", namePattern: "ci-*", maxTunnels: 2, … }
+ * ```
+ * @module
+ */
+import { DatabaseSync } from "node:sqlite";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+/** What the relay knows about one token. */
+export interface TokenRecord {
+  id: number;
+  label: string;
+  /** Glob (`*` = any run of characters) the token's http names must match; null = any. */
+  namePattern: string | null;
+  /** Most tunnels the token may hold at once; null = no limit. */
+  maxTunnels: number | null;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+const hash = (token: string) => createHash("sha256").update(token).digest("hex");
+
+export class TokenStore {
+  private constructor(private readonly db: DatabaseSync) {}
+
+  /** Opens (or creates) `state.db` in `stateDir`. */
+  static open(stateDir: string): TokenStore {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const db = new DatabaseSync(join(stateDir, "state.db"));
+    db.exec(`create table if not exists tokens (
+      id integer primary key,
+      label text not null,
+      hash text not null unique,
+      name_pattern text,
+      max_tunnels integer,
+      created_at text not null,
+      revoked_at text
+    )`);
+    return new TokenStore(db);
+  }
+
+  /** Makes a new token; the plain token is returned here and never stored. */
+  add(
+    rule: { label: string; namePattern?: string; maxTunnels?: number },
+  ): { token: string; record: TokenRecord } {
+    const token = `rp_${randomBytes(24).toString("base64url")}`;
+    const { lastInsertRowid } = this.db.prepare(
+      "insert into tokens (label, hash, name_pattern, max_tunnels, created_at) values (?, ?, ?, ?, ?)",
+    ).run(
+      rule.label,
+      hash(token),
+      rule.namePattern ?? null,
+      rule.maxTunnels ?? null,
+      new Date().toISOString(),
+    );
+    return { token, record: this.#get(Number(lastInsertRowid))! };
+  }
+
+  list(): TokenRecord[] {
+    return this.db.prepare(`${SELECT} order by id`).all().map(toRecord);
+  }
+
+  /** Revokes token `id`; false when there is no such live token. */
+  revoke(id: number): boolean {
+    const { changes } = this.db.prepare(
+      "update tokens set revoked_at = ? where id = ? and revoked_at is null",
+    )
+      .run(new Date().toISOString(), id);
+    return Number(changes) > 0;
+  }
+
+  /** The live record for `token`, or null. */
+  verify(token: string): TokenRecord | null {
+    const row = this.db.prepare(`${SELECT} where hash = ? and revoked_at is null`).get(hash(token));
+    return row ? toRecord(row) : null;
+  }
+
+  /** Whether any token was ever made: then the relay stays closed to clients without a live one. */
+  hasTokens(): boolean {
+    return this.db.prepare("select 1 from tokens limit 1").get() !== undefined;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  #get(id: number): TokenRecord | null {
+    const row = this.db.prepare(`${SELECT} where id = ?`).get(id);
+    return row ? toRecord(row) : null;
+  }
+}
+
+const SELECT =
+  "select id, label, name_pattern as namePattern, max_tunnels as maxTunnels, created_at as createdAt, revoked_at as revokedAt from tokens";
+
+function toRecord(row: Record<string, unknown>): TokenRecord {
+  return {
+    id: Number(row.id),
+    label: String(row.label),
+    namePattern: row.namePattern === null ? null : String(row.namePattern),
+    maxTunnels: row.maxTunnels === null ? null : Number(row.maxTunnels),
+    createdAt: String(row.createdAt),
+    revokedAt: row.revokedAt === null ? null : String(row.revokedAt),
+  };
+}
+
+/** Whether `name` matches a glob where `*` stands for any run of characters. */
+export function matchesPattern(name: string, pattern: string): boolean {
+  const regex = new RegExp(
+    `^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`,
+  );
+  return regex.test(name);
+}

@@ -1,0 +1,81 @@
+/**
+ * Tokens managed on the relay: `reverprox-server token add|list|revoke`, kept
+ * hashed in SQLite in the state dir, limited to name patterns and tunnel counts.
+ */
+import assert from "node:assert/strict";
+import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { visit } from "./helpers/visit.ts";
+
+async function tokenCommand(processes: Processes, stateDir: string, ...args: string[]) {
+  const child = processes.add(
+    Child.script("token", "server.ts", ["token", ...args, `--state-dir=${stateDir}`]),
+  );
+  const status = await child.status;
+  await child.stop();
+  return { code: status.code, lines: child.lines };
+}
+
+Deno.test("store tokens: added, limited to a name pattern and a tunnel count, listed without values, revoked", async (t) => {
+  await using processes = new Processes();
+  const stateDir = await processes.tempDir();
+  const added = await tokenCommand(
+    processes,
+    stateDir,
+    "add",
+    "--label=ci",
+    "--names=ci-*",
+    "--max-tunnels=2",
+  );
+  assert.equal(added.code, 0);
+  const token = added.lines[0];
+  assert.match(token, /^rp_[\w-]{32}$/);
+
+  const listed = await tokenCommand(processes, stateDir, "list");
+  assert.match(listed.lines.join("\n"), /^1\tci\tnames=ci-\*\tmax=2\tcreated /m);
+  assert.doesNotMatch(listed.lines.join("\n"), new RegExp(token));
+  const db = await Deno.readFile(`${stateDir}/state.db`);
+  assert.equal(
+    new TextDecoder("latin1").decode(db).includes(token),
+    false,
+    "the database holds no token value",
+  );
+
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { stateDir });
+  const port = String(origin.port);
+  const refused = async (label: string, args: string[], pattern: RegExp) => {
+    const child = processes.add(
+      Child.script(label, "client.ts", [...args, `--server=${relay.server}`], {
+        REVERPROX_CONFIG_DIR: await processes.tempDir(),
+      }),
+    );
+    assert.equal((await child.status).code, 1);
+    await child.waitFor(pattern);
+  };
+
+  await t.step("the relay is closed once the store holds a live token", async () => {
+    await refused("anonymous", [port, "ci-anon"], /\(unauthorized\)/);
+  });
+  await t.step("names inside the pattern work, names outside it are not permitted", async () => {
+    const client = await startClient(processes, relay, [port, "ci-one", `--token=${token}`]);
+    assert.equal((await visit(`${client.urls[0]}/`)).status, 200);
+    await refused(
+      "outside",
+      [port, "prod", `--token=${token}`],
+      /may only use names matching ci-\* \(not_permitted\)/,
+    );
+  });
+  await t.step("past the tunnel count the token is refused", async () => {
+    await startClient(processes, relay, [port, "ci-two", `--token=${token}`], { label: "second" });
+    await refused(
+      "third",
+      [port, "ci-three", `--token=${token}`],
+      /may hold 2 tunnels; 2 are open elsewhere \(too_many_tunnels\)/,
+    );
+  });
+  await t.step("a revoked token is refused from the next connection", async () => {
+    assert.equal((await tokenCommand(processes, stateDir, "revoke", "1")).code, 0);
+    await refused("revoked", [port, "ci-four", `--token=${token}`], /\(unauthorized\)/);
+    assert.match((await tokenCommand(processes, stateDir, "list")).lines[0], /revoked /);
+  });
+});
