@@ -306,13 +306,22 @@ export class Agent {
       return;
     }
     const originTimeoutMs = this.options.originTimeoutMs ?? 60_000;
-    const outcome = head.upgrade === "websocket"
-      ? await answerWebSocket(head, reader, writer, { origin: tunnel.origin, originTimeoutMs })
-      : await answerRequest(head, reader, writer, {
-        origin: tunnel.origin,
-        originTimeoutMs,
-        agent: this.#originAgents.get(tunnel)!,
-      });
+    let outcome;
+    try {
+      outcome = head.upgrade === "websocket"
+        ? await answerWebSocket(head, reader, writer, { origin: tunnel.origin, originTimeoutMs })
+        : await answerRequest(head, reader, writer, {
+          origin: tunnel.origin,
+          originTimeoutMs,
+          agent: this.#originAgents.get(tunnel)!,
+        });
+    } catch (error) {
+      // node:http and ws throw at once on a request they cannot send (say, a control byte in a header).
+      log.warn("cannot pass {method} {target} to the origin: {error}", { ...head, error: String(error) });
+      await writer.abort(error).catch(() => {});
+      await reader.cancel(error);
+      return;
+    }
     this.#noteOrigin(tunnel, outcome.error?.code !== "origin_refused");
     this.options.onRequest?.(head.tunnel, outcome);
   }

@@ -82,6 +82,19 @@ export function withForwarded(pairs: HeaderPairs, info: ForwardedInfo): HeaderPa
   return out;
 }
 
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Visible ASCII/Latin-1, spaces and tabs; no other control characters. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Whether every pair is a valid HTTP field: a token name and a value without
+ * control characters. `Headers` accepts some values (such as `\x01`) that
+ * Deno's HTTP/1 writer then refuses with a panic, so the relay checks first.
+ */
+export function validHeaderPairs(pairs: HeaderPairs): boolean {
+  return pairs.every(([name, value]) => TOKEN.test(name) && FIELD_VALUE.test(value));
+}
+
 /** Bytes the header block takes on the wire (name, ": ", value, CRLF), for the 431 cap. */
 export function headerBytes(pairs: HeaderPairs): number {
   let total = 0;

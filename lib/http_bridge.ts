@@ -21,7 +21,7 @@ import { encodeFrame, FrameReader } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { errorPage } from "./pages.ts";
 import { deadlineAfter } from "./async.ts";
-import { endToEndHeaders, type HeaderPairs, rawHeaderPairs } from "./headers.ts";
+import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 
 /** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
 export function hasNoBody(method: string, status: number): boolean {
@@ -79,12 +79,11 @@ export async function forwardRequest(
     return fail(errorPage(504, "origin_timeout", "The tunnel client did not answer in time."));
   }
   if (answer.type === "error") return fail(originErrorPage(answer));
-  let headers: Headers;
-  try {
-    headers = new Headers(answer.headers);
-  } catch {
-    return fail(errorPage(502, "origin_error", "The origin sent headers that are not valid HTTP."));
+  // Checked here: some heads that `Response` accepts make Deno's HTTP writer panic.
+  if (answer.status < 200 || !validHeaderPairs(answer.headers)) {
+    return fail(errorPage(502, "origin_error", "The origin's response head is not valid HTTP."));
   }
+  const headers = new Headers(answer.headers);
   if (hasNoBody(head.method, answer.status)) {
     await reader.cancel("no body");
     return settled(new Response(null, { status: answer.status, headers }));

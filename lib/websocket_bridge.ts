@@ -16,7 +16,7 @@
 import WebSocket from "ws";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import { type FrameOf, MAX_WS_CHUNK_BYTES, type WsDataFrame } from "./protocol.ts";
-import { endToEndHeaders, type HeaderPairs, rawHeaderPairs } from "./headers.ts";
+import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 import { errorPage } from "./pages.ts";
 import { type Origin, originErrorPage, type RequestOutcome } from "./http_bridge.ts";
 
@@ -137,6 +137,9 @@ export async function forwardWebSocket(
     );
   }
   if (answer.type === "error") return abandon(originErrorPage(answer));
+  if (answer.status < 200 && answer.status !== 101 || !validHeaderPairs(answer.headers)) {
+    return abandon(errorPage(502, "origin_error", "The origin's handshake answer is not valid HTTP."));
+  }
   if (answer.status !== 101) {
     // The origin refused the upgrade with an ordinary response: pass it on as is.
     await writer.close().catch(() => {});

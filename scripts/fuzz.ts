@@ -180,8 +180,12 @@ while (answered < target && Date.now() < deadline && !stalled) {
 }
 
 await new Promise((resolve) => setTimeout(resolve, 6_000));
-const status = await (await fetch(`http://127.0.0.1:${relay.httpPort}/.well-known/reverprox/status`)).json();
-const alive = (await fetch(`http://127.0.0.1:${relay.httpPort}/`)).status === 200;
+const status = await fetch(`http://127.0.0.1:${relay.httpPort}/.well-known/reverprox/status`)
+  .then((response) => response.json(), () => ({ inFlight: NaN }));
+const alive = await fetch(`http://127.0.0.1:${relay.httpPort}/`).then((response) => response.ok, () => false);
+if (!alive) {
+  console.log(`fuzz: the relay is gone; its last words:\n${relay.child.lines.slice(-40).join("\n")}`);
+}
 conn.close({ closeCode: 0, reason: "fuzz done" });
 await conn.closed.catch(() => {});
 endpoint.close();

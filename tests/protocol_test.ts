@@ -109,3 +109,49 @@ Deno.test("the relay refuses malformed and unexpected control frames with typed 
   assert.equal((await visit(`${good.urls[0]}/`)).status, 200);
   assert.equal(good.child.lines.filter((line) => line.includes("reconnecting")).length, 0);
 });
+
+Deno.test("a client answering with a head Deno cannot write gets the visitor a 502, and the relay lives on", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  const dir = await processes.tempDir();
+  const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
+    pinned: relay.fingerprint,
+    knownRelaysFile: join(dir, "known"),
+  });
+  const endpoint = new Deno.QuicEndpoint();
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: relay.quicPort,
+    serverName: trusted.domain,
+    caCerts: [trusted.caCert],
+    alpnProtocols: [ALPN],
+    endpoint,
+  });
+  const control = await conn.createBidirectionalStream();
+  const controlWriter = control.writable.getWriter();
+  await controlWriter.write(hello({ tunnels: [{ kind: "http", name: "evil" }] }));
+  const welcome = await new FrameReader(control.readable).expect("welcome");
+  // Found by `deno task fuzz`: these heads passed `new Response()` but made Deno's HTTP writer panic.
+  const answers: Frame[] = [
+    { type: "response", status: 200, headers: [["x-evil", "a\u0001b"]] },
+    { type: "response", status: 100, headers: [] },
+    { type: "response", status: 200, headers: [["bad name", "x"]] },
+  ];
+  (async () => {
+    for await (const stream of conn.incomingBidirectionalStreams) {
+      const writer = stream.writable.getWriter();
+      await writer.write(encodeFrame(answers.shift()!));
+      await writer.close();
+    }
+  })().catch(() => {});
+  for (let i = 0; i < 3; i++) {
+    const response = await visit(`${welcome.tunnels[0].url}/`);
+    assert.equal(response.status, 502);
+    assert.equal(response.headers.get("x-reverprox-error"), "origin_error");
+    await response.body?.cancel();
+  }
+  assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
+  conn.close({ closeCode: 0, reason: "done" });
+  await conn.closed.catch(() => {});
+  endpoint.close();
+});
