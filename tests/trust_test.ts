@@ -11,7 +11,8 @@ Deno.test("--cert auto makes a CA once and reuses it on restart", async () => {
   await using processes = new Processes();
   const first = await startRelay(processes);
   const files = await Array.fromAsync(Deno.readDir(first.stateDir), (entry) => entry.name);
-  assert.deepEqual(files.sort(), ["ca.pem", "cert.pem", "key.pem"]);
+  assert.deepEqual(files.sort(), ["ca.pem", "cert.pem", "key.pem", "state.db"]);
+  assert.equal((await Deno.stat(first.stateDir)).mode! & 0o077, 0, "the state dir is private");
   assert.equal((await Deno.stat(join(first.stateDir, "key.pem"))).mode! & 0o077, 0);
   await first.child.stop();
   const second = await startRelay(processes, { stateDir: first.stateDir });
