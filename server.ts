@@ -107,7 +107,7 @@ const program = new Command("reverprox-server")
     ),
   )
   .addOption(
-    new Option("--token <token>", "accept this client token (repeatable)").env("REVERPROX_TOKEN")
+    new Option("--token <token>", "accept this client token (repeatable)").env("REVERPROX_RELAY_TOKEN")
       .argParser((value: string, previous: string[] = []) => [...previous, value]).default([]),
   )
   .addOption(

@@ -74,6 +74,23 @@ Deno.test("a TCP tunnel carries bytes exactly, with half-close, over many connec
   });
 });
 
+Deno.test("--remote-port asks for a public port inside the relay's range; outside it is refused", async () => {
+  await using processes = new Processes();
+  const echo = await startEcho(processes);
+  const relay = await startRelay(processes, { args: ["--tcp-ports=21400-21499"] });
+  const { port } = await tcpTunnel(processes, relay, echo, ["--remote-port=21477"]);
+  assert.equal(port, 21477);
+  assert.deepEqual(
+    await echoThrough(port, new TextEncoder().encode("asked for")),
+    new TextEncoder().encode("asked for"),
+  );
+  const refused = await startClient(processes, relay, ["tcp", String(echo), "--remote-port=22000"], {
+    label: "outside",
+  })
+    .catch((error) => error);
+  assert.match(String(refused), /port 22000 is outside 21400-21499 \(port_unavailable\)/);
+});
+
 Deno.test("over the connection cap a new TCP connection is refused at once", async () => {
   await using processes = new Processes();
   const echo = await startEcho(processes);
