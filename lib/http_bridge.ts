@@ -43,14 +43,8 @@ export async function forwardRequest(
   options: ForwardOptions,
 ): Promise<Response> {
   const settled = (response: Response) => (options.onSettled?.(), response);
-  let stream: Deno.QuicBidirectionalStream;
-  try {
-    stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
-  } catch {
-    return settled(
-      errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`),
-    );
-  }
+  const stream = await openStream(conn);
+  if (!stream) return settled(tunnelGone(head.tunnel));
   const writer = stream.writable.getWriter();
   const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
   const uploaded = (async () => {
@@ -92,6 +86,20 @@ export async function forwardRequest(
   return new Response(responseBody, { status: answer.status, headers });
 }
 
+/** A new stream to the client, or null when its connection is gone. */
+export async function openStream(conn: Deno.QuicConn): Promise<Deno.QuicBidirectionalStream | null> {
+  try {
+    return await conn.createBidirectionalStream({ waitUntilAvailable: true });
+  } catch {
+    return null;
+  }
+}
+
+/** The page for a tunnel whose client vanished between lookup and forwarding. */
+export function tunnelGone(tunnel: string): Response {
+  return errorPage(503, "tunnel_offline", `The tunnel ${tunnel} just went offline.`);
+}
+
 /** The visitor's page for a client's `error` answer. */
 export function originErrorPage(frame: FrameOf<"error">): Response {
   switch (frame.code) {
@@ -109,6 +117,18 @@ export interface Origin {
   protocol: "http:" | "https:";
   hostname: string;
   port: number;
+}
+
+/** Starts the clock on `head`; call the result with the final status to get its outcome. */
+export function outcomeOf(head: FrameOf<"request">) {
+  const started = performance.now();
+  return (status: number, error?: FrameOf<"error">): RequestOutcome => ({
+    method: head.method,
+    target: head.target,
+    status,
+    durationMs: performance.now() - started,
+    error,
+  });
 }
 
 /** What happened to one request, for the client's one-line request log. */
@@ -142,14 +162,7 @@ export async function answerRequest(
   writer: WritableStreamDefaultWriter<Uint8Array>,
   options: AnswerOptions,
 ): Promise<RequestOutcome> {
-  const started = performance.now();
-  const outcome = (status: number, error?: FrameOf<"error">): RequestOutcome => ({
-    method: head.method,
-    target: head.target,
-    status,
-    durationMs: performance.now() - started,
-    error,
-  });
+  const outcome = outcomeOf(head);
   const { origin } = options;
   const request = (origin.protocol === "https:" ? https : http).request({
     protocol: origin.protocol,

@@ -14,7 +14,7 @@
  */
 import { encodeFrame, type FrameReader } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
-import type { Origin } from "./http_bridge.ts";
+import { openStream, type Origin } from "./http_bridge.ts";
 import { getLogger } from "./log.ts";
 
 const log = getLogger(["reverprox", "tcp"]);
@@ -75,13 +75,8 @@ export async function splice(
 
 /** Relay side: sends a public TCP connection through a new stream on `conn`. */
 export async function forwardTcp(conn: Deno.QuicConn, tunnel: string, tcp: Deno.TcpConn): Promise<void> {
-  let stream: Deno.QuicBidirectionalStream;
-  try {
-    stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
-  } catch {
-    tcp.close();
-    return;
-  }
+  const stream = await openStream(conn);
+  if (!stream) return tcp.close();
   const writer = stream.writable.getWriter();
   const remote = tcp.remoteAddr;
   await writer.write(encodeFrame({ type: "tcp-open", tunnel, remoteAddr: remote.hostname }));

@@ -18,7 +18,14 @@ import { encodeFrame, FrameReader } from "./codec.ts";
 import { type FrameOf, MAX_WS_CHUNK_BYTES, type WsDataFrame } from "./protocol.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 import { errorPage } from "./pages.ts";
-import { type Origin, originErrorPage, type RequestOutcome } from "./http_bridge.ts";
+import {
+  openStream,
+  type Origin,
+  originErrorPage,
+  outcomeOf,
+  type RequestOutcome,
+  tunnelGone,
+} from "./http_bridge.ts";
 
 /** Largest message either side may send through the tunnel (close 1009 past it). */
 export const MAX_WS_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -108,12 +115,8 @@ export async function forwardWebSocket(
   options: { responseTimeoutMs: number; onSettled?: () => void },
 ): Promise<Response> {
   const settle = (response: Response) => (options.onSettled?.(), response);
-  let stream: Deno.QuicBidirectionalStream;
-  try {
-    stream = await conn.createBidirectionalStream({ waitUntilAvailable: true });
-  } catch {
-    return settle(errorPage(503, "tunnel_offline", `The tunnel ${head.tunnel} just went offline.`));
-  }
+  const stream = await openStream(conn);
+  if (!stream) return settle(tunnelGone(head.tunnel));
   const writer = stream.writable.getWriter();
   const reader = new FrameReader(stream.readable);
   const abandon = async (response: Response) => {
@@ -186,7 +189,7 @@ export async function answerWebSocket(
   writer: WritableStreamDefaultWriter<Uint8Array>,
   options: { origin: Origin; originTimeoutMs: number },
 ): Promise<RequestOutcome> {
-  const started = performance.now();
+  const outcome = outcomeOf(head);
   const { origin } = options;
   const scheme = origin.protocol === "https:" ? "wss:" : "ws:";
   const host = origin.hostname.includes(":") ? `[${origin.hostname}]` : origin.hostname;
@@ -201,13 +204,6 @@ export async function answerWebSocket(
       rejectUnauthorized: false,
     },
   );
-  const outcome = (status: number, error?: FrameOf<"error">): RequestOutcome => ({
-    method: head.method,
-    target: head.target,
-    status,
-    durationMs: performance.now() - started,
-    error,
-  });
 
   const opened = await new Promise<"open" | FrameOf<"error"> | "refused-upgrade">((resolve) => {
     let handshake: HeaderPairs = [];

@@ -18,11 +18,10 @@
  */
 import { Command } from "commander";
 import fc from "fast-check";
-import { join } from "node:path";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
-import { ALPN, type Frame } from "../lib/protocol.ts";
-import { trustRelay } from "../lib/trust.ts";
+import type { Frame } from "../lib/protocol.ts";
 import { Processes, startRelay } from "../tests/helpers/processes.ts";
+import { rawQuic } from "../tests/helpers/raw_quic.ts";
 
 const flags = new Command("fuzz")
   .option("--frames <n>", "frames to send in all", Number, 1_000_000)
@@ -78,21 +77,8 @@ await using processes = new Processes();
 const relay = await startRelay(processes, {
   args: ["--log-level=error", "--response-timeout=5", "--heartbeat=10"],
 });
-const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
-  pinned: relay.fingerprint,
-  knownRelaysFile: join(await processes.tempDir(), "known"),
-});
-const endpoint = new Deno.QuicEndpoint();
-const connect = () =>
-  Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port: relay.quicPort,
-    serverName: trusted.domain,
-    caCerts: [trusted.caCert],
-    alpnProtocols: [ALPN],
-    endpoint,
-    maxConcurrentBidirectionalStreams: 10_000,
-  });
+const quic = await rawQuic(processes, relay);
+const connect = quic.connect;
 
 // Phase 1: fuzzed first frames on fresh connections.
 const helloOutcomes: Record<string, number> = {};
@@ -188,7 +174,7 @@ if (!alive) {
 }
 conn.close({ closeCode: 0, reason: "fuzz done" });
 await conn.closed.catch(() => {});
-endpoint.close();
+quic.close();
 const exited = await Promise.race([relay.child.status.then(() => true), Promise.resolve(false)]);
 console.log(`fuzz: ${sent + answered} frames in all (${sent} first frames, ${answered} fuzzed answers)`);
 console.log(`fuzz: visitors saw`, statuses, `; relay status after`, status);

@@ -3,28 +3,15 @@
  * input gets a typed refusal, and the relay keeps serving everyone else.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
-import { ALPN, type Frame } from "../lib/protocol.ts";
-import { trustRelay } from "../lib/trust.ts";
-import { Processes, type RelayHandle, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { rawQuic } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
 
 /** Opens QUIC to the relay, writes `bytes` on the control stream, returns what came back. */
-async function speak(relay: RelayHandle, dir: string, bytes: Uint8Array) {
-  const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
-    pinned: relay.fingerprint,
-    knownRelaysFile: join(dir, "known"),
-  });
-  const endpoint = new Deno.QuicEndpoint();
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port: relay.quicPort,
-    serverName: trusted.domain,
-    caCerts: [trusted.caCert],
-    alpnProtocols: [ALPN],
-    endpoint,
-  });
+async function speak(quic: Awaited<ReturnType<typeof rawQuic>>, bytes: Uint8Array) {
+  const conn = await quic.connect();
   const closed = conn.closed.catch((error) => ({ closeCode: -1, reason: String(error) }));
   const stream = await conn.createBidirectionalStream();
   const writer = stream.writable.getWriter();
@@ -32,7 +19,6 @@ async function speak(relay: RelayHandle, dir: string, bytes: Uint8Array) {
   const frame = await new FrameReader(stream.readable).read().catch(() => null);
   conn.close({ closeCode: 0, reason: "done" });
   const info = await closed;
-  endpoint.close();
   return { frame, info };
 }
 
@@ -50,7 +36,7 @@ Deno.test("the relay refuses malformed and unexpected control frames with typed 
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes);
   const good = await startClient(processes, relay, [String(origin.port), "steady"]);
-  const dir = await processes.tempDir();
+  const quic = await rawQuic(processes, relay);
 
   const cases: [string, Uint8Array, string, RegExp][] = [
     ["garbage bytes", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), "bad_frame", /version/],
@@ -100,7 +86,7 @@ Deno.test("the relay refuses malformed and unexpected control frames with typed 
   ];
   for (const [label, bytes, code, message] of cases) {
     await t.step(label, async () => {
-      const { frame, info } = await speak(relay, dir, bytes);
+      const { frame, info } = await speak(quic, bytes);
       assert.equal(frame?.type, "error", JSON.stringify(info));
       assert.equal(frame.type === "error" && frame.code, code);
       assert.match(frame.type === "error" ? frame.message : "", message);
@@ -108,25 +94,14 @@ Deno.test("the relay refuses malformed and unexpected control frames with typed 
   }
   assert.equal((await visit(`${good.urls[0]}/`)).status, 200);
   assert.equal(good.child.lines.filter((line) => line.includes("reconnecting")).length, 0);
+  quic.close();
 });
 
 Deno.test("a client answering with a head Deno cannot write gets the visitor a 502, and the relay lives on", async () => {
   await using processes = new Processes();
   const relay = await startRelay(processes);
-  const dir = await processes.tempDir();
-  const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
-    pinned: relay.fingerprint,
-    knownRelaysFile: join(dir, "known"),
-  });
-  const endpoint = new Deno.QuicEndpoint();
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port: relay.quicPort,
-    serverName: trusted.domain,
-    caCerts: [trusted.caCert],
-    alpnProtocols: [ALPN],
-    endpoint,
-  });
+  const quic = await rawQuic(processes, relay);
+  const conn = await quic.connect();
   const control = await conn.createBidirectionalStream();
   const controlWriter = control.writable.getWriter();
   await controlWriter.write(hello({ tunnels: [{ kind: "http", name: "evil" }] }));
@@ -153,5 +128,5 @@ Deno.test("a client answering with a head Deno cannot write gets the visitor a 5
   assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
   conn.close({ closeCode: 0, reason: "done" });
   await conn.closed.catch(() => {});
-  endpoint.close();
+  quic.close();
 });
