@@ -1,0 +1,65 @@
+/**
+ * `deno task soak`: rounds of 100,000 requests through one tunnel, printing
+ * the relay's and the client's RSS after each, to show memory stays flat; and
+ * a flood on one tunnel while another tunnel's latency is sampled, against
+ * the same tunnel idle.
+ *
+ * Flags: `--rounds N` (3), `--requests N` per round (100,000). Needs wrk.
+ * @module
+ */
+import { Command } from "commander";
+import { Child, Processes, startClient, startRelay } from "../tests/helpers/processes.ts";
+import { wrk } from "./bench/wrk.ts";
+
+const flags = new Command("soak")
+  .option("--rounds <n>", "rounds of requests", Number, 3)
+  .option("--requests <n>", "requests per round", Number, 100_000)
+  .parse(Deno.args, { from: "user" })
+  .opts<{ rounds: number; requests: number }>();
+
+const rssMB = async (pid: number) => {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Math.round(Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) / 1024);
+};
+
+await using processes = new Processes();
+const origin = processes.add(Child.script("origin", "scripts/bench/origin.ts", []));
+const port = (await origin.waitFor(/^ready port=(\d+)/))[1];
+const relay = await startRelay(processes, { args: ["--log-level=warning", "--heartbeat=5"] });
+const soaked = await startClient(processes, relay, [port, "soak", "--log-level=warning"]);
+const quiet = await startClient(processes, relay, [port, "quiet", "--log-level=warning"], { label: "quiet" });
+const url = `http://127.0.0.1:${relay.httpPort}/`;
+const pids = { relay: relay.child.pid, client: soaked.child.pid };
+
+console.log(`before: relay ${await rssMB(pids.relay)} MB, client ${await rssMB(pids.client)} MB`);
+for (let round = 1; round <= flags.rounds; round++) {
+  let done = 0;
+  while (done < flags.requests) {
+    // wrk runs by time; a short probe sets the pace, then the round runs long enough for the rest.
+    const seconds = Math.max(1, Math.min(60, Math.ceil((flags.requests - done) / 3000)));
+    const result = await wrk(url, {
+      connections: 32,
+      threads: 2,
+      seconds,
+      host: new URL(soaked.urls[0]).host,
+    });
+    done += Math.round(result.requestsPerSecond * seconds);
+  }
+  console.log(
+    `after round ${round} (${done} requests): relay ${await rssMB(pids.relay)} MB, client ${await rssMB(
+      pids.client,
+    )} MB`,
+  );
+}
+
+const quietHost = new URL(quiet.urls[0]).host;
+const idle = await wrk(url, { connections: 1, threads: 1, seconds: 5, host: quietHost });
+const flood = wrk(url, { connections: 64, threads: 1, seconds: 7, host: new URL(soaked.urls[0]).host });
+await new Promise((resolve) => setTimeout(resolve, 1000));
+const during = await wrk(url, { connections: 1, threads: 1, seconds: 5, host: quietHost });
+await flood;
+console.log(
+  `quiet tunnel p50/p99: idle ${idle.p50Ms.toFixed(2)}/${idle.p99Ms.toFixed(2)} ms, ` +
+    `during a flood on another tunnel ${during.p50Ms.toFixed(2)}/${during.p99Ms.toFixed(2)} ms ` +
+    `(${(during.p50Ms / idle.p50Ms).toFixed(1)}x at p50)`,
+);
