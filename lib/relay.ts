@@ -179,7 +179,8 @@ export class Relay {
   private constructor(readonly options: RelayOptions) {
     this.registry = new TunnelRegistry(options.graceMs);
     this.tcpRegistry = new TunnelRegistry(options.graceMs, (port) => this.#closeTcpPort(Number(port)));
-    this.#endpoint = new Deno.QuicEndpoint({ hostname: options.hostname, port: options.quicPort });
+    // The QUIC port number over TCP serves what a client needs before it can trust the relay.
+    [this.#endpoint, this.#caServer] = bindQuicAndInfo(options, () => Response.json(this.info()));
     this.#listener = this.#endpoint.listen({
       alpnProtocols: [ALPN],
       cert: options.identity.certChain,
@@ -212,12 +213,6 @@ export class Relay {
       log.error("no response for {method} {url}", { method: request.method, url: request.url });
       return errorPage(500, "internal", "The relay failed to answer this request.");
     });
-    // The QUIC port number over TCP serves what a client needs before it can trust the relay.
-    this.#caServer = Deno.serve({
-      hostname: options.hostname,
-      port: this.#endpoint.addr.port,
-      onListen: () => {},
-    }, () => Response.json(this.info()));
   }
 
   /** Binds both listeners and starts accepting clients. */
@@ -583,4 +578,28 @@ function shuffledRange(min: number, max: number): number[] {
     [ports[i], ports[j]] = [ports[j], ports[i]];
   }
   return ports;
+}
+
+/**
+ * Binds the QUIC endpoint (UDP) and the info server on the same port number
+ * (TCP). With port 0 the UDP port is picked first; its TCP twin may be taken,
+ * so that case tries again with another pick.
+ */
+function bindQuicAndInfo(
+  options: RelayOptions,
+  info: () => Response,
+): [Deno.QuicEndpoint, Deno.HttpServer<Deno.NetAddr>] {
+  for (let attempt = 1;; attempt++) {
+    const endpoint = new Deno.QuicEndpoint({ hostname: options.hostname, port: options.quicPort });
+    try {
+      const server = Deno.serve(
+        { hostname: options.hostname, port: endpoint.addr.port, onListen: () => {} },
+        info,
+      );
+      return [endpoint, server];
+    } catch (error) {
+      endpoint.close();
+      if (options.quicPort !== 0 || !(error instanceof Deno.errors.AddrInUse) || attempt === 20) throw error;
+    }
+  }
 }
