@@ -35,6 +35,7 @@ interface ServerFlags {
   maxInFlight: number;
   ratePerTunnel: number;
   ratePerIp: number;
+  registration: boolean;
   publicScheme: "http" | "https";
   publicPort?: number;
   tcpPorts: { min: number; max: number } | null;
@@ -147,6 +148,13 @@ const program = new Command("reverprox-server")
   .addOption(
     new Option("--max-in-flight <n>", "requests in flight on the relay before 503")
       .env("REVERPROX_MAX_IN_FLIGHT").argParser(int(1, 1 << 20)).default(defaults.maxInFlight),
+  )
+  .addOption(
+    new Option(
+      "--registration",
+      "let visitors sign up for tokens: POST /api/register, /api/auth on the bare domain",
+    )
+      .env("REVERPROX_REGISTRATION").default(defaults.registration),
   )
   .addOption(
     new Option(
@@ -278,6 +286,7 @@ async function main(flags: ServerFlags) {
     maxInFlight: flags.maxInFlight,
     ratePerTunnel: flags.ratePerTunnel,
     ratePerIp: flags.ratePerIp,
+    registration: flags.registration,
     publicScheme: flags.publicScheme,
     publicPort: flags.publicPort,
     tcpPorts: flags.tcpPorts,

@@ -62,6 +62,8 @@ export interface PublicAppOptions extends PublicLimits {
   lookup(name: string): Lookup<TunnelSession>;
   /** What the bare domain's `/.well-known/reverprox.json` says (CA, version). */
   info(): Record<string, unknown>;
+  /** The sign-up API served on the bare domain under `/api/`, when the relay keeps accounts. */
+  accounts?: Hono;
   /** Relay-wide counters for the status page. */
   stats(): Record<string, number>;
   /** True while the relay drains for shutdown. */
@@ -111,6 +113,7 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       if (path === "/.well-known/reverprox.json") return c.json(options.info());
       // Counters for operators and the fuzz campaign: in-flight must drop back to 0 when idle.
       if (path === "/.well-known/reverprox/status") return c.json({ inFlight, ...options.stats() });
+      if (path.startsWith("/api/") && options.accounts) return options.accounts.fetch(c.req.raw, c.env);
       return c.text(`reverprox relay for *.${options.domain}\n`);
     }
     const found = options.lookup(name);

@@ -33,6 +33,7 @@ import { createPublicApp, type PublicLimits, type TunnelSession } from "./public
 import { TunnelRegistry } from "./registry.ts";
 import { errorPage } from "./pages.ts";
 import { type AccessGuard, accessGuard } from "./access.ts";
+import { accountApi } from "./account_api.ts";
 import type { RelayIdentity } from "./cert.ts";
 import { getLogger } from "./log.ts";
 import { sha256Hex } from "./tokens.ts";
@@ -65,6 +66,8 @@ export interface RelayOptions extends PublicLimits {
   tokenHashes: Set<string> | null;
   /** Tokens managed with `reverprox-server token`; with neither these nor `tokenHashes`, the relay is open. */
   tokenStore?: TokenStore;
+  /** Serve the sign-up API (`POST /api/register`, `/api/auth`) on the bare domain. */
+  registration: boolean;
   /** How long a dropped client's names stay reserved for it. */
   graceMs: number;
   heartbeatMs: number;
@@ -101,6 +104,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   maxInFlight: 4096,
   ratePerTunnel: 0,
   ratePerIp: 0,
+  registration: false,
   publicScheme: "http",
 };
 
@@ -195,6 +199,7 @@ export class Relay {
       ...options,
       lookup: (name) => this.registry.lookup(name),
       info: () => this.info(),
+      accounts: options.tokenStore && accountApi(options.tokenStore, { enabled: options.registration }),
       stats: () => ({
         clients: this.#sessions.size,
         httpTunnels: this.registry.size,

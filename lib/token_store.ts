@@ -1,6 +1,7 @@
 /**
  * Client tokens managed on the relay (`reverprox-server token add|list|revoke`),
- * in one SQLite file in the state dir through the built-in `node:sqlite`.
+ * and the accounts of the optional sign-up API, in one SQLite file in the state
+ * dir through the built-in `node:sqlite`.
  * Only SHA-256 hashes are stored; a token is shown once, when it is made. A
  * token may be limited to names matching a pattern (`team-*`) and to a number
  * of tunnels.
@@ -14,7 +15,8 @@
  * @module
  */
 import { DatabaseSync } from "node:sqlite";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { Buffer } from "node:buffer";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -39,6 +41,11 @@ export class TokenStore {
   static open(stateDir: string): TokenStore {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const db = new DatabaseSync(join(stateDir, "state.db"));
+    db.exec(`create table if not exists users (
+      username text primary key,
+      password text not null,
+      created_at text not null
+    )`);
     db.exec(`create table if not exists tokens (
       id integer primary key,
       label text not null,
@@ -90,6 +97,24 @@ export class TokenStore {
   /** Whether any token was ever made: then the relay stays closed to clients without a live one. */
   hasTokens(): boolean {
     return this.db.prepare("select 1 from tokens limit 1").get() !== undefined;
+  }
+
+  /** Registers `username`; false when the name is taken. The password is kept as a salted scrypt hash. */
+  addUser(username: string, password: string): boolean {
+    const salt = randomBytes(16);
+    const stored = `${salt.toString("base64")}:${scryptSync(password, salt, 32).toString("base64")}`;
+    const { changes } = this.db.prepare(
+      "insert or ignore into users (username, password, created_at) values (?, ?, ?)",
+    ).run(username, stored, new Date().toISOString());
+    return Number(changes) > 0;
+  }
+
+  /** Whether `password` is `username`'s. */
+  checkUser(username: string, password: string): boolean {
+    const row = this.db.prepare("select password from users where username = ?").get(username);
+    if (!row) return false;
+    const [salt, hash] = String(row.password).split(":").map((part) => Buffer.from(part, "base64"));
+    return timingSafeEqual(scryptSync(password, salt, 32), hash);
   }
 
   close(): void {
