@@ -33,8 +33,18 @@ export type Claim<S> =
 export class TunnelRegistry<S> {
   #entries = new Map<string, Entry<S>>();
 
-  /** `onRelease` runs whenever a name stops being held (goodbye, or the grace period ran out). */
-  constructor(readonly graceMs: number, private readonly onRelease: (name: string) => void = () => {}) {}
+  /**
+   * `hooks.onClaim` runs when an owner takes a name, `hooks.onRelease` when a
+   * name stops being held (goodbye, or the grace period ran out); the relay
+   * uses them to keep reservations on disk and to close TCP ports.
+   */
+  constructor(
+    readonly graceMs: number,
+    private readonly hooks: {
+      onClaim?: (name: string, ownerKey: string) => void;
+      onRelease?: (name: string) => void;
+    } = {},
+  ) {}
 
   /**
    * Gives `name` to `session` unless another owner holds it (online or in its
@@ -47,7 +57,17 @@ export class TunnelRegistry<S> {
     if (entry?.releaseTimer !== undefined) clearTimeout(entry.releaseTimer);
     const replaced = entry?.session && entry.session !== session ? entry.session : undefined;
     this.#entries.set(name, { ownerKey, session });
+    if (!entry) this.hooks.onClaim?.(name, ownerKey);
     return { ok: true, replaced };
+  }
+
+  /** Holds `name` for `ownerKey` as if its client had just dropped (a reservation read back after a restart). */
+  restore(name: string, ownerKey: string): void {
+    this.#entries.set(name, {
+      ownerKey,
+      session: null,
+      releaseTimer: setTimeout(() => this.#delete(name), this.graceMs),
+    });
   }
 
   /** Whether `name` may be claimed by `ownerKey` now. */
@@ -83,14 +103,17 @@ export class TunnelRegistry<S> {
     return this.#entries.size;
   }
 
-  /** Releases every name and cancels every grace timer (relay shutdown). */
+  /** Forgets everything without releasing it (relay shutdown: reservations on disk stay). */
   clear(): void {
-    for (const name of [...this.#entries.keys()]) this.#delete(name);
+    for (const entry of this.#entries.values()) {
+      if (entry.releaseTimer !== undefined) clearTimeout(entry.releaseTimer);
+    }
+    this.#entries.clear();
   }
 
   #delete(name: string) {
     const entry = this.#entries.get(name);
     if (entry?.releaseTimer !== undefined) clearTimeout(entry.releaseTimer);
-    if (this.#entries.delete(name)) this.onRelease(name);
+    if (this.#entries.delete(name)) this.hooks.onRelease?.(name);
   }
 }

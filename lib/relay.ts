@@ -181,8 +181,18 @@ export class Relay {
   #draining = false;
 
   private constructor(readonly options: RelayOptions) {
-    this.registry = new TunnelRegistry(options.graceMs);
-    this.tcpRegistry = new TunnelRegistry(options.graceMs, (port) => this.#closeTcpPort(Number(port)));
+    const store = options.tokenStore;
+    this.registry = new TunnelRegistry(options.graceMs, {
+      onClaim: (name, owner) => store?.reserve("http", name, owner),
+      onRelease: (name) => store?.unreserve("http", name),
+    });
+    this.tcpRegistry = new TunnelRegistry(options.graceMs, {
+      onClaim: (port, owner) => store?.reserve("tcp", port, owner),
+      onRelease: (port) => {
+        store?.unreserve("tcp", port);
+        this.#closeTcpPort(Number(port));
+      },
+    });
     // The QUIC port number over TCP serves what a client needs before it can trust the relay.
     [this.#endpoint, this.#caServer] = bindQuicAndInfo(options, () => Response.json(this.info()));
     this.#listener = this.#endpoint.listen({
@@ -223,6 +233,7 @@ export class Relay {
   /** Binds both listeners and starts accepting clients. */
   static start(options: RelayOptions): Relay {
     const relay = new Relay(options);
+    relay.#restoreReservations();
     relay.#acceptLoop();
     return relay;
   }
@@ -273,8 +284,20 @@ export class Relay {
     await Promise.all(closing);
     this.registry.clear();
     this.tcpRegistry.clear();
+    for (const port of [...this.#tcpListeners.keys()]) this.#closeTcpPort(port);
     this.#endpoint.close();
     await drained;
+  }
+
+  /** Holds the names and ports clients had before a restart, for them only, through one grace period. */
+  #restoreReservations() {
+    const store = this.options.tokenStore;
+    if (!store) return;
+    for (const { name, ownerKey } of store.reservations("http")) this.registry.restore(name, ownerKey);
+    for (const { name, ownerKey } of store.reservations("tcp")) {
+      if (this.#bindTcpPort(Number(name))) this.tcpRegistry.restore(name, ownerKey);
+      else store.unreserve("tcp", name);
+    }
   }
 
   async #acceptLoop() {

@@ -1,7 +1,8 @@
 /**
- * Client tokens managed on the relay (`reverprox-server token add|list|revoke`),
- * and the accounts of the optional sign-up API, in one SQLite file in the state
- * dir through the built-in `node:sqlite`.
+ * The relay's state in one SQLite file in the state dir, through the built-in
+ * `node:sqlite`: client tokens (`reverprox-server token add|list|revoke`), the
+ * accounts of the optional sign-up API, and name reservations, so a restarted
+ * relay keeps each name for its owner through the grace period.
  * Only SHA-256 hashes are stored; a token is shown once, when it is made. A
  * token may be limited to names matching a pattern (`team-*`) and to a number
  * of tunnels.
@@ -45,6 +46,12 @@ export class TokenStore {
       username text primary key,
       password text not null,
       created_at text not null
+    )`);
+    db.exec(`create table if not exists reservations (
+      kind text not null,
+      name text not null,
+      owner_key text not null,
+      primary key (kind, name)
     )`);
     db.exec(`create table if not exists tokens (
       id integer primary key,
@@ -115,6 +122,21 @@ export class TokenStore {
     if (!row) return false;
     const [salt, hash] = String(row.password).split(":").map((part) => Buffer.from(part, "base64"));
     return timingSafeEqual(scryptSync(password, salt, 32), hash);
+  }
+
+  /** Remembers that `ownerKey` holds a name (`kind` "http" or "tcp"), so a restarted relay keeps it for them. */
+  reserve(kind: string, name: string, ownerKey: string): void {
+    this.db.prepare("insert or replace into reservations (kind, name, owner_key) values (?, ?, ?)")
+      .run(kind, name, ownerKey);
+  }
+
+  unreserve(kind: string, name: string): void {
+    this.db.prepare("delete from reservations where kind = ? and name = ?").run(kind, name);
+  }
+
+  reservations(kind: string): { name: string; ownerKey: string }[] {
+    return this.db.prepare("select name, owner_key as ownerKey from reservations where kind = ?").all(kind)
+      .map((row) => ({ name: String(row.name), ownerKey: String(row.ownerKey) }));
   }
 
   close(): void {

@@ -150,3 +150,29 @@ Deno.test("a restarted relay gets its clients back by themselves, same URLs", as
   assert.equal((await text(`${url}/`)).status, 200);
   assert.match(client.child.output(), /relay closed the connection: relay shutting down/);
 });
+
+Deno.test("a restarted relay keeps each name for its owner: visitors see 503, rivals are refused", async () => {
+  await using processes = new Processes();
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { args: ["--grace=30"] });
+  const owner = await startClient(processes, relay, [String(origin.port), "kept"]);
+  owner.child.kill("SIGKILL");
+  await owner.child.status;
+  await relay.child.stop();
+  await startRelay(processes, {
+    stateDir: relay.stateDir,
+    httpPort: relay.httpPort,
+    quicPort: relay.quicPort,
+    args: ["--grace=30"],
+  });
+  const offline = await text(`${owner.urls[0]}/`);
+  assert.equal(offline.status, 503);
+  const rival = await startClient(processes, relay, [String(origin.port), "kept"], { label: "rival" })
+    .catch((error) => error);
+  assert.match(String(rival), /name_taken/);
+  const back = await startClient(processes, relay, [String(origin.port), "kept"], {
+    configDir: owner.configDir,
+  });
+  assert.equal(back.urls[0], owner.urls[0]);
+  assert.equal((await text(`${owner.urls[0]}/`)).status, 200);
+});
