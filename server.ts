@@ -33,6 +33,8 @@ interface ServerFlags {
   maxBodyBytes?: number;
   maxHeaderBytes: number;
   maxInFlight: number;
+  maxInFlightPerTunnel: number;
+  maxClientsPerIp: number;
   ratePerTunnel: number;
   ratePerIp: number;
   registration: boolean;
@@ -144,6 +146,16 @@ const program = new Command("reverprox-server")
       "REVERPROX_MAX_HEADER_BYTES",
     )
       .argParser(int(1024, 1 << 20)).default(defaults.maxHeaderBytes),
+  )
+  .addOption(
+    new Option("--max-clients-per-ip <n>", "QUIC connections one address may hold; more are refused")
+      .env("REVERPROX_MAX_CLIENTS_PER_IP").argParser(int(1, 1 << 20)).default(defaults.maxConnectionsPerIp),
+  )
+  .addOption(
+    new Option("--max-in-flight-per-tunnel <n>", "requests in flight on one tunnel before 503")
+      .env("REVERPROX_MAX_IN_FLIGHT_PER_TUNNEL").argParser(int(1, 1 << 20)).default(
+        defaults.maxInFlightPerTunnel,
+      ),
   )
   .addOption(
     new Option("--max-in-flight <n>", "requests in flight on the relay before 503")
@@ -284,6 +296,8 @@ async function main(flags: ServerFlags) {
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,
     maxInFlight: flags.maxInFlight,
+    maxInFlightPerTunnel: flags.maxInFlightPerTunnel,
+    maxConnectionsPerIp: flags.maxClientsPerIp,
     ratePerTunnel: flags.ratePerTunnel,
     ratePerIp: flags.ratePerIp,
     registration: flags.registration,

@@ -215,11 +215,12 @@ export class Agent {
         access,
       })),
     }));
-    const answer = await withTimeout(
-      reader.expect("welcome", "error"),
-      WELCOME_TIMEOUT_MS,
-      "welcome",
-    );
+    const answer = await withTimeout(reader.expect("welcome", "error"), WELCOME_TIMEOUT_MS, "welcome")
+      .catch(async (error) => {
+        // A relay that hangs up before answering says why in the close reason.
+        const closed = await withTimeout(conn.closed, 500, "close").catch(() => null);
+        throw closed?.reason ? new Error(`relay closed the connection: ${closed.reason}`) : error;
+      });
     if (answer.type === "error") {
       const message = `relay refused: ${answer.message} (${answer.code})`;
       if (FATAL_CODES.has(answer.code)) throw new AgentError(answer.code, message);

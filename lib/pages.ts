@@ -18,6 +18,7 @@ export type PageCode =
   | "origin_error"
   | "client_failed"
   | "relay_overloaded"
+  | "tunnel_overloaded"
   | "relay_shutting_down"
   | "headers_too_large"
   | "uri_too_long"

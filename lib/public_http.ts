@@ -49,6 +49,8 @@ export interface PublicLimits {
   maxBodyBytes?: number;
   /** Requests in flight on the whole relay before 503. */
   maxInFlight: number;
+  /** Requests in flight on one tunnel before 503, so one busy tunnel cannot take the whole relay. */
+  maxInFlightPerTunnel: number;
   /** Requests per second one tunnel may receive before 429; 0 = no limit. */
   ratePerTunnel: number;
   /** Requests per second one visitor IP may send before 429; 0 = no limit. */
@@ -74,6 +76,7 @@ export interface PublicAppOptions extends PublicLimits {
 export function createPublicApp(options: PublicAppOptions): Hono {
   const app = new Hono();
   let inFlight = 0;
+  const inFlightByTunnel = new Map<string, number>();
   const perTunnel = new RateLimiter(options.ratePerTunnel);
   const perIp = new RateLimiter(options.ratePerIp);
 
@@ -149,6 +152,11 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       log.warn("relay overloaded: {inFlight} requests in flight", { inFlight });
       return errorPage(503, "relay_overloaded", "The relay is busy; try again in a moment.");
     }
+    const tunnelInFlight = inFlightByTunnel.get(name) ?? 0;
+    if (tunnelInFlight >= options.maxInFlightPerTunnel) {
+      log.warn("tunnel {name} overloaded: {count} requests in flight", { name, count: tunnelInFlight });
+      return errorPage(503, "tunnel_overloaded", `The tunnel "${name}" is busy; try again in a moment.`);
+    }
     const request = c.req.raw;
     const upgrade = request.headers.get("upgrade")?.toLowerCase();
     // h2c is an optional offer a server may ignore; other upgrades cannot cross the tunnel.
@@ -179,9 +187,15 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       ...(websocket ? { upgrade: "websocket" as const } : {}),
     };
     inFlight++;
+    inFlightByTunnel.set(name, tunnelInFlight + 1);
     let settled = false;
     const settle = () => {
-      if (!settled) (settled = true, inFlight--);
+      if (settled) return;
+      settled = true;
+      inFlight--;
+      const left = inFlightByTunnel.get(name)! - 1;
+      if (left === 0) inFlightByTunnel.delete(name);
+      else inFlightByTunnel.set(name, left);
     };
     try {
       return websocket

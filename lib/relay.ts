@@ -71,6 +71,8 @@ export interface RelayOptions extends PublicLimits {
   /** How long a dropped client's names stay reserved for it. */
   graceMs: number;
   heartbeatMs: number;
+  /** QUIC connections (client processes, or handshakes under way) one address may have open. */
+  maxConnectionsPerIp: number;
   /** Time a new connection has to send its `hello`. */
   handshakeTimeoutMs: number;
   /** Time the client has to send a response head before the visitor gets 504. */
@@ -95,6 +97,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   graceMs: 60_000,
   heartbeatMs: 5_000,
   handshakeTimeoutMs: 10_000,
+  maxConnectionsPerIp: 64,
   responseTimeoutMs: 120_000,
   drainTimeoutMs: 10_000,
   tcpPorts: { min: 20000, max: 20999 },
@@ -102,6 +105,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   maxHeaderBytes: 32 * 1024,
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
+  maxInFlightPerTunnel: 1024,
   ratePerTunnel: 0,
   ratePerIp: 0,
   registration: false,
@@ -173,6 +177,7 @@ export class Relay {
   /** TCP tunnels, keyed by public port number. */
   readonly tcpRegistry: TunnelRegistry<ClientSession>;
   #tcpListeners = new Map<number, TcpTunnelListener>();
+  #connectionsByIp = new Map<string, number>();
   #sessions = new Set<ClientSession>();
   #endpoint: Deno.QuicEndpoint;
   #listener: Deno.QuicListener;
@@ -313,13 +318,24 @@ export class Relay {
     try {
       conn = await incoming.accept();
     } catch (error) {
-      log.info("QUIC handshake from {addr} failed: {error}", {
-        addr: incoming.remoteAddr.hostname,
-        error: String(error),
-      });
+      log.info("QUIC handshake failed: {error}", { error: String(error) });
       return;
     }
     conn.closed.catch(() => {});
+    // Counted after the handshake: Deno invalidates a QuicIncoming once its address is read.
+    const ip = conn.remoteAddr.hostname;
+    const open = this.#connectionsByIp.get(ip) ?? 0;
+    if (open >= this.options.maxConnectionsPerIp) {
+      log.warn("refusing a QUIC connection from {ip}: {open} already open", { ip, open });
+      conn.close({ closeCode: CloseCode.refused, reason: `too many connections from ${ip}` });
+      return;
+    }
+    this.#connectionsByIp.set(ip, open + 1);
+    conn.closed.catch(() => {}).finally(() => {
+      const left = this.#connectionsByIp.get(ip)! - 1;
+      if (left === 0) this.#connectionsByIp.delete(ip);
+      else this.#connectionsByIp.set(ip, left);
+    });
     const peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
     let reader: FrameReader | undefined;
     let control: WritableStreamDefaultWriter<Uint8Array> | undefined;

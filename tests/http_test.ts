@@ -232,3 +232,22 @@ Deno.test("the client warns at start when nothing listens on the origin port", a
   assert.equal(response.status, 502);
   await response.body?.cancel();
 });
+
+Deno.test("past --max-in-flight-per-tunnel a busy tunnel answers 503 while other tunnels serve", async () => {
+  await using processes = new Processes();
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { args: ["--max-in-flight-per-tunnel=1"] });
+  const busy = (await startClient(processes, relay, [String(origin.port), "busy"])).urls[0];
+  const calm =
+    (await startClient(processes, relay, [String(origin.port), "calm"], { label: "calm" })).urls[0];
+  const slow = visit(`${busy}/slow?ms=1000`);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const refused = await visit(`${busy}/`);
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("x-reverprox-error"), "tunnel_overloaded");
+  await refused.body?.cancel();
+  const other = await visit(`${calm}/`);
+  assert.equal(other.status, 200);
+  await other.body?.cancel();
+  assert.equal((await slow).status, 200);
+});

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import type { Frame } from "../lib/protocol.ts";
-import { Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { rawQuic } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
 
@@ -129,4 +129,21 @@ Deno.test("a client answering with a head Deno cannot write gets the visitor a 5
   conn.close({ closeCode: 0, reason: "done" });
   await conn.closed.catch(() => {});
   quic.close();
+});
+
+Deno.test("past --max-clients-per-ip new QUIC connections are refused until one closes", async () => {
+  await using processes = new Processes();
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { args: ["--max-clients-per-ip=2"] });
+  const first = await startClient(processes, relay, [String(origin.port), "one"]);
+  await startClient(processes, relay, [String(origin.port), "two"], { label: "two" });
+  const third = processes.add(
+    Child.script("three", "client.ts", [String(origin.port), "three", `--server=${relay.server}`], {
+      REVERPROX_CONFIG_DIR: await processes.tempDir(),
+    }),
+  );
+  await third.waitFor(/relay closed the connection: too many connections from 127\.0\.0\.1/);
+  assert.ok(!third.lines.some((line) => line.startsWith("reverprox: online")));
+  await first.child.stop();
+  await third.waitFor(/^reverprox: online/, { timeoutMs: 40_000 });
 });
