@@ -32,6 +32,7 @@ interface ServerFlags {
   heartbeat: number;
   maxBodyBytes?: number;
   maxHeaderBytes: number;
+  maxHeaderCount: number;
   maxInFlight: number;
   maxInFlightPerTunnel: number;
   maxClientsPerIp: number;
@@ -140,6 +141,10 @@ const program = new Command("reverprox-server")
   .addOption(
     new Option("--max-body-bytes <n>", "request body cap (413); no cap by default")
       .env("REVERPROX_MAX_BODY_BYTES").argParser(int(0, Number.MAX_SAFE_INTEGER)),
+  )
+  .addOption(
+    new Option("--max-header-count <n>", "request headers before 431").env("REVERPROX_MAX_HEADER_COUNT")
+      .argParser(int(8, 10_000)).default(defaults.maxHeaderCount),
   )
   .addOption(
     new Option("--max-header-bytes <n>", "request header cap (431)").env(
@@ -295,6 +300,7 @@ async function main(flags: ServerFlags) {
     responseTimeoutMs: flags.responseTimeout * 1000,
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,
+    maxHeaderCount: flags.maxHeaderCount,
     maxInFlight: flags.maxInFlight,
     maxInFlightPerTunnel: flags.maxInFlightPerTunnel,
     maxConnectionsPerIp: flags.maxClientsPerIp,

@@ -16,7 +16,7 @@ import type { AccessGuard } from "./access.ts";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { getConnInfo } from "hono/deno";
-import { errorPage } from "./pages.ts";
+import { errorPage, type PageCode } from "./pages.ts";
 import { endToEndHeaders, headerBytes, headerPairs, withForwarded } from "./headers.ts";
 import type { Lookup } from "./registry.ts";
 import type { FrameOf } from "./protocol.ts";
@@ -43,6 +43,8 @@ export interface TunnelSession {
 export interface PublicLimits {
   /** Total request header bytes before 431. */
   maxHeaderBytes: number;
+  /** Request headers (fields) before 431. */
+  maxHeaderCount: number;
   /** Request target bytes before 414. */
   maxUrlBytes: number;
   /** Request body bytes before 413; `undefined` = no cap. */
@@ -81,16 +83,28 @@ export function createPublicApp(options: PublicAppOptions): Hono {
   const perIp = new RateLimiter(options.ratePerIp);
 
   app.use(async (c, next) => {
+    const refuse = (status: number, code: PageCode, message: string) => {
+      log.info("{status} for {visitor}: {message}", {
+        status,
+        visitor: getConnInfo(c).remote.address,
+        message,
+      });
+      return errorPage(status, code, message);
+    };
+    // HTTP/1.1 needs a Host, and routing trusts it: anything but a plain host[:port] stops here.
+    if (!HOST.test(c.req.header("host") ?? "")) {
+      return refuse(400, "bad_request", "The Host header is missing or malformed.");
+    }
     const url = new URL(c.req.url);
     if (url.pathname.length + url.search.length > options.maxUrlBytes) {
-      return errorPage(
-        414,
-        "uri_too_long",
-        `The request target is over ${options.maxUrlBytes} bytes.`,
-      );
+      return refuse(414, "uri_too_long", `The request target is over ${options.maxUrlBytes} bytes.`);
     }
-    if (headerBytes(headerPairs(c.req.raw.headers)) > options.maxHeaderBytes) {
-      return errorPage(
+    const headers = headerPairs(c.req.raw.headers);
+    if (headers.length > options.maxHeaderCount) {
+      return refuse(431, "headers_too_large", `The request has more than ${options.maxHeaderCount} headers.`);
+    }
+    if (headerBytes(headers) > options.maxHeaderBytes) {
+      return refuse(
         431,
         "headers_too_large",
         `The request headers are over ${options.maxHeaderBytes} bytes.`,
@@ -103,7 +117,13 @@ export function createPublicApp(options: PublicAppOptions): Hono {
     const limit = options.maxBodyBytes;
     app.use(bodyLimit({
       maxSize: limit,
-      onError: () => errorPage(413, "body_too_large", `The request body is over ${limit} bytes.`),
+      onError: (c) => {
+        log.info("413 for {visitor}: body over {limit} bytes", {
+          visitor: getConnInfo(c).remote.address,
+          limit,
+        });
+        return errorPage(413, "body_too_large", `The request body is over ${limit} bytes.`);
+      },
     }));
   }
 
@@ -220,6 +240,8 @@ function tooMany(message: string): Response {
   response.headers.set("retry-after", "1");
   return response;
 }
+
+const HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$/i;
 
 /** Lowercased host without port; `[::1]:8080` → `::1`. */
 export function hostName(hostHeader: string): string {

@@ -103,6 +103,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   tcpPorts: { min: 20000, max: 20999 },
   maxTcpConnections: 256,
   maxHeaderBytes: 32 * 1024,
+  maxHeaderCount: 128,
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
   maxInFlightPerTunnel: 1024,
