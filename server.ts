@@ -29,6 +29,7 @@ interface ServerFlags {
   tokensFile?: string;
   grace: number;
   responseTimeout: number;
+  bodyTimeout: number;
   heartbeat: number;
   maxBodyBytes?: number;
   maxHeaderBytes: number;
@@ -131,6 +132,12 @@ const program = new Command("reverprox-server")
       "heartbeat interval; clients silent for 3 beats are dropped",
     )
       .env("REVERPROX_HEARTBEAT").argParser(int(1, 3600)).default(defaults.heartbeatMs / 1000),
+  )
+  .addOption(
+    new Option("--body-timeout <seconds>", "longest pause in a request body before 408").env(
+      "REVERPROX_BODY_TIMEOUT",
+    )
+      .argParser(int(1, 86_400)).default(defaults.bodyIdleTimeoutMs / 1000),
   )
   .addOption(
     new Option("--response-timeout <seconds>", "time a tunnel has to answer before 504")
@@ -298,6 +305,7 @@ async function main(flags: ServerFlags) {
     graceMs: flags.grace * 1000,
     heartbeatMs: flags.heartbeat * 1000,
     responseTimeoutMs: flags.responseTimeout * 1000,
+    bodyIdleTimeoutMs: flags.bodyTimeout * 1000,
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,
     maxHeaderCount: flags.maxHeaderCount,

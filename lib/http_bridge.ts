@@ -20,7 +20,7 @@ import { once } from "node:events";
 import { encodeFrame, FrameReader } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { errorPage } from "./pages.ts";
-import { deadlineAfter } from "./async.ts";
+import { deadlineAfter, TimeoutError, withTimeout } from "./async.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 
 /** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
@@ -31,6 +31,8 @@ export function hasNoBody(method: string, status: number): boolean {
 export interface ForwardOptions {
   /** How long to wait for the client's response head before answering 504. */
   responseTimeoutMs: number;
+  /** Longest pause allowed between pieces of the request body before 408. */
+  bodyIdleTimeoutMs: number;
   /** Runs once when the exchange is over: body sent, failed or abandoned. */
   onSettled?: () => void;
 }
@@ -49,10 +51,30 @@ export async function forwardRequest(
   const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
   const uploaded = (async () => {
     await writer.write(encodeFrame(head));
-    if (body) { for await (const chunk of body) await writer.write(chunk); }
+    if (body) {
+      const bodyReader = body.getReader();
+      while (true) {
+        // A visitor who stops sending mid-body (slow loris) gets a 408 instead of holding a slot forever.
+        const { value, done } = await withTimeout(
+          bodyReader.read(),
+          options.bodyIdleTimeoutMs,
+          "request body",
+        )
+          .catch((error) => {
+            bodyReader.cancel(error).catch(() => {});
+            throw error;
+          });
+        if (done) break;
+        await writer.write(value);
+      }
+    }
     await writer.close();
   })();
   uploaded.catch(abortUpload);
+  const bodyStalled = uploaded.then(() => new Promise<never>(() => {}), (error) => {
+    if (error instanceof TimeoutError) return "body timeout" as const;
+    return new Promise<never>(() => {});
+  });
 
   const reader = new FrameReader(stream.readable);
   const fail = async (response: Response) => {
@@ -61,13 +83,17 @@ export async function forwardRequest(
     return settled(response);
   };
   const deadline = deadlineAfter(uploaded, options.responseTimeoutMs);
-  let answer: FrameOf<"response" | "error"> | "timeout";
+  let answer: FrameOf<"response" | "error"> | "timeout" | "body timeout";
   try {
-    answer = await Promise.race([reader.expect("response", "error"), deadline.expired]);
+    answer = await Promise.race([reader.expect("response", "error"), deadline.expired, bodyStalled]);
   } catch {
     return fail(errorPage(502, "client_failed", "The tunnel client dropped the request."));
   } finally {
     deadline.cancel();
+  }
+  if (answer === "body timeout") {
+    const seconds = options.bodyIdleTimeoutMs / 1000;
+    return fail(errorPage(408, "request_timeout", `The request body stalled for ${seconds} s.`));
   }
   if (answer === "timeout") {
     return fail(errorPage(504, "origin_timeout", "The tunnel client did not answer in time."));

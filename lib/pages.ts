@@ -24,6 +24,7 @@ export type PageCode =
   | "uri_too_long"
   | "body_too_large"
   | "bad_request"
+  | "request_timeout"
   | "upgrade_unsupported"
   | "forbidden"
   | "internal"

@@ -75,6 +75,8 @@ export interface RelayOptions extends PublicLimits {
   maxConnectionsPerIp: number;
   /** Time a new connection has to send its `hello`. */
   handshakeTimeoutMs: number;
+  /** Longest pause in a visitor's request body before 408. */
+  bodyIdleTimeoutMs: number;
   /** Time the client has to send a response head before the visitor gets 504. */
   responseTimeoutMs: number;
   /** Public ports TCP tunnels may use; `null` = no TCP tunnels. */
@@ -99,6 +101,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   handshakeTimeoutMs: 10_000,
   maxConnectionsPerIp: 64,
   responseTimeoutMs: 120_000,
+  bodyIdleTimeoutMs: 30_000,
   drainTimeoutMs: 10_000,
   tcpPorts: { min: 20000, max: 20999 },
   maxTcpConnections: 256,
@@ -130,7 +133,7 @@ class ClientSession implements TunnelSession {
     readonly conn: Deno.QuicConn,
     readonly ownerKey: string,
     readonly control: WritableStreamDefaultWriter<Uint8Array>,
-    readonly responseTimeoutMs: number,
+    readonly timeouts: { responseTimeoutMs: number; bodyIdleTimeoutMs: number },
   ) {}
 
   forward(
@@ -138,10 +141,7 @@ class ClientSession implements TunnelSession {
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
   ) {
-    return forwardRequest(this.conn, head, body, {
-      responseTimeoutMs: this.responseTimeoutMs,
-      onSettled,
-    });
+    return forwardRequest(this.conn, head, body, { ...this.timeouts, onSettled });
   }
 
   guard(name: string) {
@@ -154,7 +154,7 @@ class ClientSession implements TunnelSession {
 
   forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void) {
     return forwardWebSocket(this.conn, head, request, {
-      responseTimeoutMs: this.responseTimeoutMs,
+      responseTimeoutMs: this.timeouts.responseTimeoutMs,
       onSettled,
     });
   }
@@ -412,7 +412,7 @@ export class Relay {
       ownerKey,
     );
 
-    const session = new ClientSession(conn, ownerKey, control, this.options.responseTimeoutMs);
+    const session = new ClientSession(conn, ownerKey, control, this.options);
     session.tokenId = record?.id;
     for (const [name, guard] of guards) session.guards.set(name, guard);
     const replaced = new Set<ClientSession>();

@@ -16,7 +16,7 @@ async function rawStatus(port: number, raw: string): Promise<number> {
     const buffer = new Uint8Array(4096);
     const n = await Promise.race([
       conn.read(buffer),
-      new Promise<null>((resolve) => setTimeout(() => resolve(null), 3_000)),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 5_000)),
     ]);
     const head = n ? new TextDecoder().decode(buffer.subarray(0, n)) : "";
     return Number(head.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? 0);
@@ -28,7 +28,7 @@ async function rawStatus(port: number, raw: string): Promise<number> {
 Deno.test("malformed hosts, CRLF tricks, absurd lengths and header floods get clear statuses", async (t) => {
   await using processes = new Processes();
   const origin = await startOrigin(processes);
-  const relay = await startRelay(processes, { args: ["--max-header-count=50"] });
+  const relay = await startRelay(processes, { args: ["--max-header-count=50", "--body-timeout=1"] });
   const client = await startClient(processes, relay, [String(origin.port), "tenant"]);
   const port = relay.httpPort;
   const get = (host: string, extra = "") =>
@@ -67,6 +67,15 @@ Deno.test("malformed hosts, CRLF tricks, absurd lengths and header floods get cl
   await t.step("more headers than --max-header-count is 431", async () => {
     const many = Array.from({ length: 60 }, (_, i) => `X-H${i}: v\r\n`).join("");
     assert.equal(await rawStatus(port, get("tenant.localhost", many)), 431);
+  });
+  await t.step("a body that stalls mid-way is 408 (slow loris on bodies)", async () => {
+    const started = performance.now();
+    const status = await rawStatus(
+      port,
+      "POST /echo HTTP/1.1\r\nHost: tenant.localhost\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789",
+    );
+    assert.equal(status, 408);
+    assert.ok(performance.now() - started < 3_000);
   });
   await t.step("the relay still serves its tenant", async () => {
     const response = await visit(`${client.urls[0]}/echo`);
