@@ -1,8 +1,9 @@
 /**
  * The relay's public HTTP side: a Hono app that picks the tunnel from the Host
- * header (`<name>.<domain>`) and hands the request to its owner, or answers
- * with a plain page and the right status (404 unknown, 503 offline or
- * overloaded, 413/414/431 too large).
+ * header (`<name>.<domain>`), applies the relay's caps and the tunnel's access
+ * rules, and hands the request to its owner; or answers with a plain page and
+ * the right status (400 bad Host, 401/403 access, 404 unknown, 413/414/431 too
+ * large, 429 rate, 501 upgrade, 503 offline or overloaded).
  *
  * @example
  * ```ts
@@ -33,10 +34,10 @@ export interface TunnelSession {
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
   ): Promise<Response>;
-  /** The client's access rules for tunnel `name` (IP list, basic auth), if any. */
-  guard(name: string): AccessGuard | undefined;
   /** Same, for a WebSocket handshake: `request` is upgraded once the origin accepts. */
   forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void): Promise<Response>;
+  /** The client's access rules for tunnel `name` (IP list, basic auth), if any. */
+  guard(name: string): AccessGuard | undefined;
 }
 
 /** Caps on what a visitor may send; each is answered with its own status. */

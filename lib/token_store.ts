@@ -42,6 +42,8 @@ export class TokenStore {
   static open(stateDir: string): TokenStore {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const db = new DatabaseSync(join(stateDir, "state.db"));
+    // Reservations change with every tunnel that comes and goes: WAL keeps those writes cheap.
+    db.exec("pragma journal_mode = wal; pragma synchronous = normal");
     db.exec(`create table if not exists users (
       username text primary key,
       password text not null,
