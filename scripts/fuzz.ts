@@ -185,4 +185,5 @@ console.log(
     : `fuzz: FAIL (alive ${alive}, exited ${exited}, stalled ${stalled}, in flight ${status.inFlight}, ` +
       `frames ${sent + answered})`,
 );
-Deno.exit(ok ? 0 : 1);
+// exitCode, not exit(): `await using` must still stop the relay.
+Deno.exitCode = ok ? 0 : 1;
