@@ -346,5 +346,11 @@ try {
     console.error(`reverprox-server: ${error.message}`);
     Deno.exit(2);
   }
+  if (error instanceof Deno.errors.AddrInUse) {
+    console.error(
+      `reverprox-server: ${error.message}; another program holds the port (see --http-port, --quic-port)`,
+    );
+    Deno.exit(1);
+  }
   throw error;
 }

@@ -23,13 +23,25 @@ const flags = new Command("demo")
 setupLogging("warning");
 const scratch = await Deno.makeTempDir({ prefix: "reverprox-demo-" });
 const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, sampleApp);
-const relay = Relay.start({
-  ...DEFAULT_RELAY_OPTIONS,
-  hostname: "127.0.0.1",
-  httpPort: flags.httpPort,
-  quicPort: flags.quicPort,
-  identity: await loadOrCreateIdentity(scratch, "localhost"),
-});
+const identity = await loadOrCreateIdentity(scratch, "localhost");
+let relay: Relay;
+try {
+  relay = Relay.start({
+    ...DEFAULT_RELAY_OPTIONS,
+    hostname: "127.0.0.1",
+    httpPort: flags.httpPort,
+    quicPort: flags.quicPort,
+    identity,
+  });
+} catch (error) {
+  if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+  console.error(
+    `demo: ${error.message}; pick free ports, e.g. deno task demo --http-port 8081 --quic-port 4434`,
+  );
+  await app.shutdown();
+  await Deno.remove(scratch, { recursive: true });
+  Deno.exit(1);
+}
 const stopping = new AbortController();
 const agent = new Agent({
   relay: { hostname: "127.0.0.1", port: relay.quicPort },

@@ -84,6 +84,16 @@ Deno.test("both binaries explain themselves and reject bad arguments with exit c
   const badTarget = await cli(processes, "client.ts", ["http", "ftp://x"], env);
   assert.equal(badTarget.code, 2);
   assert.match(badTarget.out, /only http and https origins/);
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const busy = await cli(processes, "server.ts", [
+    "--hostname=127.0.0.1",
+    `--http-port=${(taken.addr as Deno.NetAddr).port}`,
+    "--quic-port=0",
+    `--state-dir=${await processes.tempDir()}`,
+  ]);
+  taken.close();
+  assert.equal(busy.code, 1);
+  assert.match(busy.out, /another program holds the port \(see --http-port, --quic-port\)/);
   const badPort = await cli(processes, "server.ts", ["--http-port", "99999"]);
   assert.equal(badPort.code, 1);
   assert.match(badPort.out, /expected 0\.\.65535/);
