@@ -4,7 +4,8 @@
  * a flood on one tunnel while another tunnel's latency is sampled, against
  * the same tunnel idle.
  *
- * Flags: `--rounds N` (3), `--requests N` per round (100,000). Needs wrk.
+ * Flags: `--rounds N` (3), `--requests N` per round (100,000), `--relay-arg F`
+ * (repeatable, passed to the relay). Needs wrk.
  * @module
  */
 import { Command } from "commander";
@@ -14,8 +15,12 @@ import { wrk } from "./bench/wrk.ts";
 const flags = new Command("soak")
   .option("--rounds <n>", "rounds of requests", Number, 3)
   .option("--requests <n>", "requests per round", Number, 100_000)
+  .option("--relay-arg <arg>", "extra relay flag, e.g. --relay-arg=--rate-per-tunnel=500 (repeatable)", (
+    value: string,
+    previous: string[],
+  ) => [...previous, value], [])
   .parse(Deno.args, { from: "user" })
-  .opts<{ rounds: number; requests: number }>();
+  .opts<{ rounds: number; requests: number; relayArg: string[] }>();
 
 const rssMB = async (pid: number) => {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
@@ -25,7 +30,9 @@ const rssMB = async (pid: number) => {
 await using processes = new Processes();
 const origin = processes.add(Child.script("origin", "scripts/bench/origin.ts", []));
 const port = (await origin.waitFor(/^ready port=(\d+)/))[1];
-const relay = await startRelay(processes, { args: ["--log-level=warning", "--heartbeat=5"] });
+const relay = await startRelay(processes, {
+  args: ["--log-level=warning", "--heartbeat=5", ...flags.relayArg],
+});
 const soaked = await startClient(processes, relay, [port, "soak", "--log-level=warning"]);
 const quiet = await startClient(processes, relay, [port, "quiet", "--log-level=warning"], { label: "quiet" });
 const url = `http://127.0.0.1:${relay.httpPort}/`;
