@@ -248,6 +248,8 @@ export class Agent {
     }, answer.heartbeatMs);
     const stop = () => lost.abort();
     signal.addEventListener("abort", stop, { once: true });
+    // Ctrl-C during the handshake fired before anyone listened.
+    if (signal.aborted) stop();
     conn.closed.then((info) => {
       if (!signal.aborted) {
         log.warn("relay closed the connection: {reason}", { reason: info.reason || "no reason" });
@@ -264,7 +266,9 @@ export class Agent {
       }
     })().catch(() => {}).finally(stop);
 
-    await new Promise((resolve) => lost.signal.addEventListener("abort", resolve, { once: true }));
+    if (!lost.signal.aborted) {
+      await new Promise((resolve) => lost.signal.addEventListener("abort", resolve, { once: true }));
+    }
     clearInterval(heartbeat);
     signal.removeEventListener("abort", stop);
     if (signal.aborted) {

@@ -33,6 +33,7 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
+    if (signal?.aborted) done();
     function done() {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
