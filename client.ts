@@ -188,13 +188,18 @@ async function httpTunnel(
   const access = {
     allow: flags.allow?.length ? flags.allow : undefined,
     deny: flags.deny?.length ? flags.deny : undefined,
-    basicAuth: flags.basicAuth ? await basicAuthRule(flags.basicAuth).catch(invalidArgument) : undefined,
+    basicAuth: flags.basicAuth ? parsedOrInvalid(() => basicAuthRule(flags.basicAuth!)) : undefined,
   };
   return { kind: "http", name, origin, access: Object.values(access).some(Boolean) ? access : undefined };
 }
 
-function invalidArgument(error: Error): never {
-  throw new InvalidArgumentError(error.message);
+/** `parse()`, with its error turned into commander's invalid-argument error. */
+function parsedOrInvalid<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 async function runTunnels(tunnels: TunnelSpec[], flags: ConnectFlags) {

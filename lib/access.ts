@@ -38,8 +38,8 @@ export function accessGuard(access: TunnelAccess | undefined): AccessGuard | und
   if (credentials) {
     checks.push(basicAuth({
       realm: "reverprox tunnel",
-      verifyUser: async (username, password) =>
-        username === credentials.username && await sha256Hex(password) === credentials.passwordSha256,
+      verifyUser: (username, password) =>
+        username === credentials.username && sha256Hex(password) === credentials.passwordSha256,
     }));
   }
   if (checks.length === 0) return undefined;
@@ -62,8 +62,8 @@ export function accessGuard(access: TunnelAccess | undefined): AccessGuard | und
 }
 
 /** Parses `user:pass` into what the relay keeps (the password only as SHA-256). */
-export async function basicAuthRule(text: string): Promise<NonNullable<TunnelAccess["basicAuth"]>> {
+export function basicAuthRule(text: string): NonNullable<TunnelAccess["basicAuth"]> {
   const colon = text.indexOf(":");
   if (colon < 1) throw new Error("--basic-auth takes user:password");
-  return { username: text.slice(0, colon), passwordSha256: await sha256Hex(text.slice(colon + 1)) };
+  return { username: text.slice(0, colon), passwordSha256: sha256Hex(text.slice(colon + 1)) };
 }

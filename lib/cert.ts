@@ -14,6 +14,7 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { join } from "node:path";
+import { sha256Hex } from "./tokens.ts";
 
 /** What the QUIC listener needs, plus the CA that clients trust. */
 export interface RelayIdentity {
@@ -47,7 +48,7 @@ export async function loadOrCreateIdentity(
       certChain: leafCert + caCert,
       key,
       caCert,
-      fingerprint: await pemFingerprint(caCert),
+      fingerprint: pemFingerprint(caCert),
       created: false,
     };
   } catch (error) {
@@ -62,7 +63,7 @@ export async function loadOrCreateIdentity(
     certChain: made.leafCert + made.caCert,
     key: made.key,
     caCert: made.caCert,
-    fingerprint: await pemFingerprint(made.caCert),
+    fingerprint: pemFingerprint(made.caCert),
     created: true,
   };
 }
@@ -74,14 +75,12 @@ export async function loadIdentityFiles(certFile: string, keyFile: string): Prom
   const pems = certChain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   if (!pems) throw new Error(`${certFile} holds no PEM certificate`);
   const caCert = pems[pems.length - 1] + "\n";
-  return { certChain, key, caCert, fingerprint: await pemFingerprint(caCert), created: false };
+  return { certChain, key, caCert, fingerprint: pemFingerprint(caCert), created: false };
 }
 
 /** SHA-256 of the first certificate in a PEM text, lowercase hex. */
-export async function pemFingerprint(pem: string): Promise<string> {
-  const der = new x509.X509Certificate(pem).rawData;
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", der));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+export function pemFingerprint(pem: string): string {
+  return sha256Hex(new Uint8Array(new x509.X509Certificate(pem).rawData));
 }
 
 /** Lowercase hex without separators, so `AB:CD:…` and `abcd…` compare equal. */

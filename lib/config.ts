@@ -18,6 +18,7 @@
  * ```
  * @module
  */
+import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 
 export const CONFIG_KEYS = ["server", "token", "fingerprint"] as const;
@@ -83,11 +84,7 @@ export async function clientId(dir: string): Promise<string> {
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
-  const id = Array.from(
-    crypto.getRandomValues(new Uint8Array(24)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const id = randomBytes(24).toString("hex");
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   await Deno.writeTextFile(path, id + "\n", { mode: 0o600 });
   return id;

@@ -376,13 +376,13 @@ export class Relay {
     const { tokenHashes, tokenStore } = this.options;
     const record = hello.token ? tokenStore?.verify(hello.token) ?? null : null;
     const closed = tokenHashes !== null || (tokenStore?.hasTokens() ?? false);
-    if (closed && !record && !(hello.token && tokenHashes?.has(await sha256Hex(hello.token)))) {
+    if (closed && !record && !(hello.token && tokenHashes?.has(sha256Hex(hello.token)))) {
       throw new ProtocolError(
         "unauthorized",
         hello.token ? "the token is not valid" : "this relay needs a token",
       );
     }
-    const ownerKey = await sha256Hex(
+    const ownerKey = sha256Hex(
       `${hello.token ?? ""}\n${hello.clientId ?? crypto.randomUUID()}`,
     );
     if (record) this.#checkTokenRule(record, hello, ownerKey);

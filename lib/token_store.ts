@@ -16,10 +16,11 @@
  * @module
  */
 import { DatabaseSync } from "node:sqlite";
-import { createHash, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { sha256Hex } from "./tokens.ts";
 
 /** What the relay knows about one token. */
 export interface TokenRecord {
@@ -32,8 +33,6 @@ export interface TokenRecord {
   createdAt: string;
   revokedAt: string | null;
 }
-
-const hash = (token: string) => createHash("sha256").update(token).digest("hex");
 
 export class TokenStore {
   private constructor(private readonly db: DatabaseSync) {}
@@ -76,7 +75,7 @@ export class TokenStore {
       "insert into tokens (label, hash, name_pattern, max_tunnels, created_at) values (?, ?, ?, ?, ?)",
     ).run(
       rule.label,
-      hash(token),
+      sha256Hex(token),
       rule.namePattern ?? null,
       rule.maxTunnels ?? null,
       new Date().toISOString(),
@@ -99,7 +98,7 @@ export class TokenStore {
 
   /** The live record for `token`, or null. */
   verify(token: string): TokenRecord | null {
-    const row = this.db.prepare(`${SELECT} where hash = ? and revoked_at is null`).get(hash(token));
+    const row = this.db.prepare(`${SELECT} where hash = ? and revoked_at is null`).get(sha256Hex(token));
     return row ? toRecord(row) : null;
   }
 

@@ -5,17 +5,16 @@
  * @example
  * ```ts
  * const hashes = await loadTokenHashes(["s3cret"], undefined);
- * hashes.has(await sha256Hex("s3cret")); // true
+ * hashes.has(sha256Hex("s3cret")); // true
  * ```
  * @module
  */
 
-const encoder = new TextEncoder();
+import { createHash } from "node:crypto";
 
-/** SHA-256 of a UTF-8 string, lowercase hex. */
-export async function sha256Hex(text: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+/** SHA-256 of a UTF-8 string or of bytes, lowercase hex. */
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
 }
 
 /**
@@ -34,5 +33,5 @@ export async function loadTokenHashes(
     }
   }
   if (all.length === 0) return null;
-  return new Set(await Promise.all(all.map(sha256Hex)));
+  return new Set(all.map((token) => sha256Hex(token)));
 }

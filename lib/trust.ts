@@ -75,7 +75,7 @@ export async function trustRelay(
   options: TrustOptions,
 ): Promise<TrustedRelay> {
   const info = await fetchRelayInfo(relay, options.fetchTimeoutMs ?? 5_000);
-  const fingerprint = await pemFingerprint(info.caCert);
+  const fingerprint = pemFingerprint(info.caCert);
   const label = addressLabel(relay);
   if (options.pinned !== undefined) {
     if (normalizeFingerprint(options.pinned) !== fingerprint) {
