@@ -101,7 +101,9 @@ export class Agent {
   #routes = new Map<string, TunnelSpec>();
 
   constructor(readonly options: AgentOptions) {
-    for (const tunnel of options.tunnels) this.#originAgents.set(tunnel, originAgent(tunnel.origin));
+    for (const tunnel of options.tunnels) {
+      if (tunnel.kind === "http") this.#originAgents.set(tunnel, originAgent(tunnel.origin));
+    }
   }
 
   /** Runs until `signal` aborts (then says goodbye) or the relay refuses for good (throws). */

@@ -23,9 +23,9 @@ import { errorPage } from "./pages.ts";
 import { deadlineAfter, TimeoutError, withTimeout } from "./async.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 
-/** Statuses and methods whose responses carry no body (RFC 9110 §6.4.1). */
+/** Final responses that carry no body (RFC 9110 §6.4.1); 1xx heads never get this far. */
 export function hasNoBody(method: string, status: number): boolean {
-  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+  return method === "HEAD" || status === 204 || status === 304;
 }
 
 export interface ForwardOptions {

@@ -198,13 +198,9 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       headers: withForwarded(
         // `Expect: 100-continue` was already answered by Deno.serve; the origin gets the body directly.
         endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
-        {
-          remoteAddr: getConnInfo(c).remote.address ?? "",
-          proto: options.publicScheme,
-          host: hostHeader,
-        },
+        { remoteAddr: visitor, proto: options.publicScheme, host: hostHeader },
       ),
-      remoteAddr: getConnInfo(c).remote.address ?? "",
+      remoteAddr: visitor,
       ...(websocket ? { upgrade: "websocket" as const } : {}),
     };
     inFlight++;
