@@ -16,7 +16,7 @@ import { Command } from "commander";
 import { join } from "node:path";
 import http from "node:http";
 import WebSocket from "ws";
-import { Child, Processes, ROOT, startClient, startRelay } from "../tests/helpers/processes.ts";
+import { Child, memoryMB, Processes, ROOT, startClient, startRelay } from "../tests/helpers/processes.ts";
 import { startSshTunnel } from "./bench/ssh.ts";
 import { wrk, type WrkResult } from "./bench/wrk.ts";
 import { ratioChart } from "./bench/chart.ts";
@@ -156,9 +156,7 @@ for (const target of targets) {
       "upload",
     )
     : NaN;
-  const rssMB = Object.fromEntries(
-    await Promise.all(Object.entries(target.pids).map(async ([name, pid]) => [name, await rss(pid)])),
-  );
+  const rssMB = Object.fromEntries(Object.entries(target.pids).map(([name, pid]) => [name, memoryMB(pid)]));
   rows.push({
     target: target.name,
     c32,
@@ -229,16 +227,6 @@ async function webSocketRtt(target: Target): Promise<number> {
   return times[Math.floor(times.length / 2)];
 }
 
-/** Resident memory of a process in MB, now and at its peak, from /proc. */
-async function rss(pid: number): Promise<{ now: number; peak: number }> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => "");
-  const mb = (field: string) => {
-    const match = status.match(new RegExp(`${field}:\\s+(\\d+) kB`));
-    return match ? Math.round(Number(match[1]) / 1024) : NaN;
-  };
-  return { now: mb("VmRSS"), peak: mb("VmHWM") };
-}
-
 /** Median time from sending a request to reading the first server-sent event, over 20 requests, in ms. */
 async function sseFirstEvent(target: Target): Promise<number> {
   const times: number[] = [];
@@ -271,7 +259,7 @@ async function scaleRun(count: number) {
   await using scaleProcesses = new Processes();
   const scaleRelay = await startRelay(scaleProcesses, { args: ["--log-level=warning"] });
   await new Promise((resolve) => setTimeout(resolve, 500));
-  const emptyMB = (await rss(scaleRelay.child.pid)).now;
+  const emptyMB = memoryMB(scaleRelay.child.pid).now;
   const clients = Math.max(1, Math.ceil(count / 1000));
   const started = performance.now();
   const dir = await scaleProcesses.tempDir();
@@ -289,7 +277,7 @@ async function scaleRun(count: number) {
   }));
   const registerSeconds = (performance.now() - started) / 1000;
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  const loadedMB = (await rss(scaleRelay.child.pid)).now;
+  const loadedMB = memoryMB(scaleRelay.child.pid).now;
   return {
     tunnels: count,
     clients,

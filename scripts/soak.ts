@@ -9,7 +9,7 @@
  * @module
  */
 import { Command } from "commander";
-import { Child, Processes, startClient, startRelay } from "../tests/helpers/processes.ts";
+import { Child, memoryMB, Processes, startClient, startRelay } from "../tests/helpers/processes.ts";
 import { wrk } from "./bench/wrk.ts";
 
 const flags = new Command("soak")
@@ -22,11 +22,6 @@ const flags = new Command("soak")
   .parse(Deno.args, { from: "user" })
   .opts<{ rounds: number; requests: number; relayArg: string[] }>();
 
-const rssMB = async (pid: number) => {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Math.round(Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) / 1024);
-};
-
 await using processes = new Processes();
 const origin = processes.add(Child.script("origin", "scripts/bench/origin.ts", []));
 const port = (await origin.waitFor(/^ready port=(\d+)/))[1];
@@ -38,7 +33,7 @@ const quiet = await startClient(processes, relay, [port, "quiet", "--log-level=w
 const url = `http://127.0.0.1:${relay.httpPort}/`;
 const pids = { relay: relay.child.pid, client: soaked.child.pid };
 
-console.log(`before: relay ${await rssMB(pids.relay)} MB, client ${await rssMB(pids.client)} MB`);
+console.log(`before: relay ${memoryMB(pids.relay).now} MB, client ${memoryMB(pids.client).now} MB`);
 for (let round = 1; round <= flags.rounds; round++) {
   let done = 0;
   while (done < flags.requests) {
@@ -53,9 +48,9 @@ for (let round = 1; round <= flags.rounds; round++) {
     done += Math.round(result.requestsPerSecond * seconds);
   }
   console.log(
-    `after round ${round} (${done} requests): relay ${await rssMB(pids.relay)} MB, client ${await rssMB(
-      pids.client,
-    )} MB`,
+    `after round ${round} (${done} requests): relay ${memoryMB(pids.relay).now} MB, client ${
+      memoryMB(pids.client).now
+    } MB`,
   );
 }
 

@@ -6,6 +6,17 @@ import assert from "node:assert/strict";
 import { Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
+/** Statuses and Retry-After headers of `count` requests to `url`, one after another. */
+async function answers(url: string, count: number) {
+  const seen = [];
+  for (let i = 0; i < count; i++) {
+    const response = await visit(url);
+    seen.push({ status: response.status, retryAfter: response.headers.get("retry-after") });
+    await response.body?.cancel();
+  }
+  return seen;
+}
+
 const basic = (credentials: string) => ({ authorization: `Basic ${btoa(credentials)}` });
 
 Deno.test("basic auth and IP lists are enforced at the relay", async (t) => {
@@ -64,13 +75,9 @@ Deno.test("request rates over the relay's limits get 429 with Retry-After", asyn
     const busy = (await startClient(processes, relay, [String(origin.port), "busy"])).urls[0];
     const calm =
       (await startClient(processes, relay, [String(origin.port), "calm"], { label: "calm" })).urls[0];
-    const statuses = [];
-    for (let i = 0; i < 12; i++) {
-      const response = await visit(`${busy}/`);
-      statuses.push(response.status);
-      if (response.status === 429) assert.equal(response.headers.get("retry-after"), "1");
-      await response.body?.cancel();
-    }
+    const seen = await answers(`${busy}/`, 12);
+    for (const { status, retryAfter } of seen) if (status === 429) assert.equal(retryAfter, "1");
+    const statuses = seen.map(({ status }) => status);
     assert.ok(statuses.filter((s) => s === 429).length >= 5, `statuses ${statuses}`);
     assert.equal(statuses[0], 200);
     assert.equal((await visit(`${calm}/`)).status, 200, "another tunnel is not limited");
@@ -79,12 +86,7 @@ Deno.test("request rates over the relay's limits get 429 with Retry-After", asyn
     const relay = await startRelay(processes, { args: ["--rate-per-ip=3"] });
     const url =
       (await startClient(processes, relay, [String(origin.port), "shared"], { label: "ip" })).urls[0];
-    const statuses = [];
-    for (let i = 0; i < 8; i++) {
-      const response = await visit(`${url}/`);
-      statuses.push(response.status);
-      await response.body?.cancel();
-    }
+    const statuses = (await answers(`${url}/`, 8)).map(({ status }) => status);
     assert.deepEqual(statuses.slice(0, 3), [200, 200, 200]);
     assert.ok(statuses.slice(3).includes(429), `statuses ${statuses}`);
   });

@@ -3,7 +3,7 @@
  * sampled throughout: backpressure must hold it flat (no body is buffered).
  */
 import assert from "node:assert/strict";
-import { Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { memoryMB, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 import { patternSha256, patternStream, streamSha256 } from "./helpers/pattern.ts";
 
@@ -16,9 +16,8 @@ function sampleRss(pids: number[]) {
   const peak = new Map(pids.map((pid) => [pid, 0]));
   const timer = setInterval(() => {
     for (const pid of pids) {
-      const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-      const match = status.match(/VmRSS:\s+(\d+) kB/);
-      if (match) peak.set(pid, Math.max(peak.get(pid)!, Number(match[1]) / 1024));
+      const { now } = memoryMB(pid);
+      if (Number.isFinite(now)) peak.set(pid, Math.max(peak.get(pid)!, now));
     }
   }, 100);
   return () => {

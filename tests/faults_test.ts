@@ -4,8 +4,16 @@
  * (never a clean short body), and the system must come back by itself.
  */
 import assert from "node:assert/strict";
-import { Child, onlineUrls, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
-import { visit } from "./helpers/visit.ts";
+import {
+  Child,
+  onlineUrls,
+  Processes,
+  restartRelay,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
+import { eventually, visit } from "./helpers/visit.ts";
 import { streamSha256 } from "./helpers/pattern.ts";
 
 const BIG = 1024 * 1024 * 1024;
@@ -27,24 +35,24 @@ async function downloadInProgress(url: string) {
   return streamSha256(rest).then((result) => ({ ...result, bytes: result.bytes + received }));
 }
 
+/** An origin, a relay and a client for tunnel `name`, with a 1 GB download under way through it. */
+async function downloading(processes: Processes, name: string) {
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes);
+  const client = await startClient(processes, relay, [String(origin.port), name]);
+  return { origin, relay, client, transfer: downloadInProgress(client.urls[0]) };
+}
+
 /** Polls until `url` answers 200; returns how long that took. */
-async function recovery(url: string, timeoutMs = 20_000): Promise<number> {
+async function recovery(url: string): Promise<number> {
   const started = performance.now();
-  while (performance.now() - started < timeoutMs) {
-    const response = await visit(`${url}/`).catch(() => null);
-    await response?.body?.cancel();
-    if (response?.status === 200) return performance.now() - started;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not recover within ${timeoutMs} ms`);
+  await eventually(`${url}/`, 200, 20_000);
+  return performance.now() - started;
 }
 
 Deno.test("client killed mid-download: the visitor's transfer breaks, the restarted client serves again", async () => {
   await using processes = new Processes();
-  const origin = await startOrigin(processes);
-  const relay = await startRelay(processes);
-  const client = await startClient(processes, relay, [String(origin.port), "victim"]);
-  const transfer = downloadInProgress(client.urls[0]);
+  const { origin, relay, client, transfer } = await downloading(processes, "victim");
   client.child.kill("SIGKILL");
   await assert.rejects(transfer, "the visitor sees an error, not a clean end");
   const offline = await visit(`${client.urls[0]}/`);
@@ -56,10 +64,7 @@ Deno.test("client killed mid-download: the visitor's transfer breaks, the restar
 
 Deno.test("origin killed mid-download: the transfer breaks, visitors get 502, then it recovers on restart", async () => {
   await using processes = new Processes();
-  const origin = await startOrigin(processes);
-  const relay = await startRelay(processes);
-  const client = await startClient(processes, relay, [String(origin.port), "fragile"]);
-  const transfer = downloadInProgress(client.urls[0]);
+  const { origin, client, transfer } = await downloading(processes, "fragile");
   origin.child.kill("SIGKILL");
   await assert.rejects(transfer);
   const down = await visit(`${client.urls[0]}/`);
@@ -71,19 +76,12 @@ Deno.test("origin killed mid-download: the transfer breaks, visitors get 502, th
 
 Deno.test("relay killed mid-download: the transfer breaks; after a restart the client comes back by itself", async () => {
   await using processes = new Processes();
-  const origin = await startOrigin(processes);
-  const relay = await startRelay(processes);
-  const client = await startClient(processes, relay, [String(origin.port), "phoenix"]);
-  const transfer = downloadInProgress(client.urls[0]);
+  const { relay, client, transfer } = await downloading(processes, "phoenix");
   const before = client.child.lines.length;
   relay.child.kill("SIGKILL");
   await assert.rejects(transfer);
   const started = performance.now();
-  await startRelay(processes, {
-    stateDir: relay.stateDir,
-    httpPort: relay.httpPort,
-    quicPort: relay.quicPort,
-  });
+  await restartRelay(processes, relay);
   const [url] = await onlineUrls(client.child, 1, before);
   assert.equal(url, client.urls[0]);
   await recovery(url);

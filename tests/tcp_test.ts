@@ -11,6 +11,7 @@ import {
   onlineUrls,
   Processes,
   type RelayHandle,
+  restartRelay,
   startClient,
   startRelay,
 } from "./helpers/processes.ts";
@@ -120,12 +121,7 @@ Deno.test("a TCP tunnel keeps its public port when the relay restarts", async ()
   const { client, port } = await tcpTunnel(processes, relay, echo);
   const before = client.child.lines.length;
   await relay.child.stop();
-  await startRelay(processes, {
-    stateDir: relay.stateDir,
-    httpPort: relay.httpPort,
-    quicPort: relay.quicPort,
-    args: ["--tcp-ports=21200-21299"],
-  });
+  await restartRelay(processes, relay, ["--tcp-ports=21200-21299"]);
   const [again] = await onlineUrls(client.child, 1, before);
   assert.equal(Number(new URL(again).port), port);
   assert.deepEqual(

@@ -3,25 +3,19 @@
  * and relays that die and come back.
  */
 import assert from "node:assert/strict";
-import { onlineUrls, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
-import { visit } from "./helpers/visit.ts";
+import {
+  onlineUrls,
+  Processes,
+  restartRelay,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
+import { eventually, visit } from "./helpers/visit.ts";
 
 async function text(url: string) {
   const response = await visit(url);
   return { status: response.status, body: await response.text() };
-}
-
-/** Polls `url` until it answers `status` (bounded), for states reached asynchronously. */
-async function eventually(url: string, status: number, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const answer = await text(url);
-    if (answer.status === status) return answer;
-    if (Date.now() > deadline) {
-      throw new Error(`${url} still answers ${answer.status}: ${answer.body}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 Deno.test("two clients with four tunnels serve at once, each to its own origin", async () => {
@@ -139,11 +133,7 @@ Deno.test("a restarted relay gets its clients back by themselves, same URLs", as
 
   await relay.child.stop();
   assert.equal((await visit(`${url}/`).catch((e) => e)) instanceof Error, true);
-  const restarted = await startRelay(processes, {
-    stateDir: relay.stateDir,
-    httpPort: relay.httpPort,
-    quicPort: relay.quicPort,
-  });
+  const restarted = await restartRelay(processes, relay);
   assert.equal(restarted.fingerprint, relay.fingerprint);
   const [again] = await onlineUrls(client.child, 1, before);
   assert.equal(again, url);
@@ -159,12 +149,7 @@ Deno.test("a restarted relay keeps each name for its owner: visitors see 503, ri
   owner.child.kill("SIGKILL");
   await owner.child.status;
   await relay.child.stop();
-  await startRelay(processes, {
-    stateDir: relay.stateDir,
-    httpPort: relay.httpPort,
-    quicPort: relay.quicPort,
-    args: ["--grace=30"],
-  });
+  await restartRelay(processes, relay, ["--grace=30"]);
   const offline = await text(`${owner.urls[0]}/`);
   assert.equal(offline.status, 503);
   const rival = await startClient(processes, relay, [String(origin.port), "kept"], { label: "rival" })

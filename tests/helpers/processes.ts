@@ -215,3 +215,32 @@ export async function startOrigin(
   const [, bound] = await child.waitFor(/^ready port=(\d+)/);
   return { child, port: Number(bound) };
 }
+
+/** Starts a relay again on `relay`'s state dir and ports, after it was stopped or killed. */
+export function restartRelay(
+  processes: Processes,
+  relay: RelayHandle,
+  args: string[] = [],
+): Promise<RelayHandle> {
+  return startRelay(processes, {
+    stateDir: relay.stateDir,
+    httpPort: relay.httpPort,
+    quicPort: relay.quicPort,
+    args,
+  });
+}
+
+/** Resident memory of a process in MB, now (VmRSS) and at its peak (VmHWM); NaN once it is gone. */
+export function memoryMB(pid: number): { now: number; peak: number } {
+  let status = "";
+  try {
+    status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  } catch {
+    // The process has exited.
+  }
+  const mb = (field: string) => {
+    const match = status.match(new RegExp(`${field}:\\s+(\\d+) kB`));
+    return match ? Math.round(Number(match[1]) / 1024) : NaN;
+  };
+  return { now: mb("VmRSS"), peak: mb("VmHWM") };
+}

@@ -50,3 +50,20 @@ export function visit(url: string, init: VisitInit = {}): Promise<Response> {
     }
   });
 }
+
+/**
+ * Polls `url` every 100 ms until it answers `status`, for states reached
+ * asynchronously; an unreachable relay counts as not yet. Returns the answer.
+ */
+export async function eventually(url: string, status: number, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await visit(url).then(
+      async (response) => ({ status: response.status, body: await response.text() }),
+      (error) => ({ status: 0, body: String(error) }),
+    );
+    if (answer.status === status) return answer;
+    if (Date.now() > deadline) throw new Error(`${url} still answers ${answer.status}: ${answer.body}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
