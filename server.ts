@@ -29,6 +29,7 @@ interface ServerFlags {
   tokensFile?: string;
   grace: number;
   responseTimeout: number;
+  headerTimeout: number;
   bodyTimeout: number;
   heartbeat: number;
   maxBodyBytes?: number;
@@ -132,6 +133,12 @@ const program = new Command("reverprox-server")
       "heartbeat interval; clients silent for 3 beats are dropped",
     )
       .env("REVERPROX_HEARTBEAT").argParser(int(1, 3600)).default(defaults.heartbeatMs / 1000),
+  )
+  .addOption(
+    new Option("--header-timeout <seconds>", "time a visitor has to send a request head before 408").env(
+      "REVERPROX_HEADER_TIMEOUT",
+    )
+      .argParser(int(1, 3600)).default(defaults.headerTimeoutMs / 1000),
   )
   .addOption(
     new Option("--body-timeout <seconds>", "longest pause in a request body before 408").env(
@@ -293,7 +300,7 @@ async function main(flags: ServerFlags) {
     );
   }
 
-  const relay = Relay.start({
+  const relay = await Relay.start({
     ...defaults,
     domain,
     hostname: flags.hostname,
@@ -305,6 +312,7 @@ async function main(flags: ServerFlags) {
     graceMs: flags.grace * 1000,
     heartbeatMs: flags.heartbeat * 1000,
     responseTimeoutMs: flags.responseTimeout * 1000,
+    headerTimeoutMs: flags.headerTimeout * 1000,
     bodyIdleTimeoutMs: flags.bodyTimeout * 1000,
     maxBodyBytes: flags.maxBodyBytes,
     maxHeaderBytes: flags.maxHeaderBytes,

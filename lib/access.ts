@@ -14,7 +14,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { basicAuth } from "hono/basic-auth";
 import { HTTPException } from "hono/http-exception";
-import { getConnInfo } from "hono/deno";
+import { getConnInfo } from "@hono/node-server/conninfo";
 import { ipRestriction } from "hono/ip-restriction";
 import type { TunnelAccess } from "./protocol.ts";
 import { errorPage } from "./pages.ts";

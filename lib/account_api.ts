@@ -16,7 +16,7 @@
  * @module
  */
 import { Hono } from "hono";
-import { getConnInfo } from "hono/deno";
+import { getConnInfo } from "@hono/node-server/conninfo";
 import { z } from "zod";
 import { isValidName } from "./names.ts";
 import { RateLimiter } from "./rate_limit.ts";

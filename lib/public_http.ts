@@ -8,15 +8,16 @@
  * @example
  * ```ts
  * const app = createPublicApp({ domain: "localhost", ...limits, lookup: (name) => registry.lookup(name), info });
- * Deno.serve({ port: 8080 }, app.fetch);
+ * const server = await servePublic(app.fetch, { hostname: "0.0.0.0", port: 8080, headerTimeoutMs: 10_000, maxHeadBytes: 48_000 });
  * ```
  * @module
  */
 import { Hono } from "hono";
 import type { AccessGuard } from "./access.ts";
+import type { AcceptWebSocket, PublicBindings } from "./public_server.ts";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
-import { getConnInfo } from "hono/deno";
+import { getConnInfo } from "@hono/node-server/conninfo";
 import { errorPage, type PageCode } from "./pages.ts";
 import { endToEndHeaders, headerBytes, headerPairs, withForwarded } from "./headers.ts";
 import type { Lookup } from "./registry.ts";
@@ -34,8 +35,12 @@ export interface TunnelSession {
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
   ): Promise<Response>;
-  /** Same, for a WebSocket handshake: `request` is upgraded once the origin accepts. */
-  forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void): Promise<Response>;
+  /** Same, for a WebSocket handshake: `accept` completes the visitor's side once the origin accepts. */
+  forwardWebSocket(
+    head: FrameOf<"request">,
+    accept: AcceptWebSocket,
+    onSettled: () => void,
+  ): Promise<Response>;
   /** The client's access rules for tunnel `name` (IP list, basic auth), if any. */
   guard(name: string): AccessGuard | undefined;
 }
@@ -76,8 +81,8 @@ export interface PublicAppOptions extends PublicLimits {
 }
 
 /** Builds the public app. */
-export function createPublicApp(options: PublicAppOptions): Hono {
-  const app = new Hono();
+export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: PublicBindings }> {
+  const app = new Hono<{ Bindings: PublicBindings }>();
   let inFlight = 0;
   const inFlightByTunnel = new Map<string, number>();
   const perTunnel = new RateLimiter(options.ratePerTunnel);
@@ -188,7 +193,10 @@ export function createPublicApp(options: PublicAppOptions): Hono {
         `Upgrade to "${upgrade}" is not supported; only WebSocket is.`,
       );
     }
-    const websocket = upgrade === "websocket" && request.method === "GET";
+    const acceptWebSocket = c.env.acceptWebSocket;
+    if (upgrade === "websocket" && !acceptWebSocket) {
+      return errorPage(400, "bad_request", "This is not a valid WebSocket handshake.");
+    }
     const url = new URL(request.url);
     const head: FrameOf<"request"> = {
       type: "request",
@@ -196,12 +204,12 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       method: request.method,
       target: url.pathname + url.search,
       headers: withForwarded(
-        // `Expect: 100-continue` was already answered by Deno.serve; the origin gets the body directly.
+        // `Expect: 100-continue` was already answered by node:http; the origin gets the body directly.
         endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
         { remoteAddr: visitor, proto: options.publicScheme, host: hostHeader },
       ),
       remoteAddr: visitor,
-      ...(websocket ? { upgrade: "websocket" as const } : {}),
+      ...(acceptWebSocket ? { upgrade: "websocket" as const } : {}),
     };
     inFlight++;
     inFlightByTunnel.set(name, tunnelInFlight + 1);
@@ -215,8 +223,8 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       else inFlightByTunnel.set(name, left);
     };
     try {
-      return websocket
-        ? await found.session.forwardWebSocket(head, request, settle)
+      return acceptWebSocket
+        ? await found.session.forwardWebSocket(head, acceptWebSocket, settle)
         : await found.session.forward(head, request.body, settle);
     } catch (error) {
       settle();

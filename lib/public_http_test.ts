@@ -21,7 +21,10 @@ Deno.test("the public app answers from its own pages without any tunnel (app.req
     stats: () => ({}),
     draining: () => false,
   });
-  const env = { remoteAddr: { hostname: "203.0.113.1", port: 40000, transport: "tcp" } };
+  // What @hono/node-server's conninfo reads from a live connection.
+  const env = {
+    incoming: { socket: { remoteAddress: "203.0.113.1", remotePort: 40000, remoteFamily: "IPv4" } },
+  };
   const status = async (host: string, path = "/", headers: Record<string, string> = {}) => {
     const response = await app.request(`http://${host}${path}`, { headers: { host, ...headers } }, env);
     return { status: response.status, code: response.headers.get("x-reverprox-error") };

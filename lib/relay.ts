@@ -30,8 +30,8 @@ import {
   type TunnelGrant,
 } from "./protocol.ts";
 import { createPublicApp, type PublicLimits, type TunnelSession } from "./public_http.ts";
+import { type AcceptWebSocket, type PublicServer, servePublic } from "./public_server.ts";
 import { TunnelRegistry } from "./registry.ts";
-import { errorPage } from "./pages.ts";
 import { type AccessGuard, accessGuard } from "./access.ts";
 import { accountApi } from "./account_api.ts";
 import type { RelayIdentity } from "./cert.ts";
@@ -75,6 +75,8 @@ export interface RelayOptions extends PublicLimits {
   maxConnectionsPerIp: number;
   /** Time a new connection has to send its `hello`. */
   handshakeTimeoutMs: number;
+  /** Time a visitor has to send a whole request head before 408 (slow-loris headers). */
+  headerTimeoutMs: number;
   /** Longest pause in a visitor's request body before 408. */
   bodyIdleTimeoutMs: number;
   /** Time the client has to send a response head before the visitor gets 504. */
@@ -101,6 +103,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   handshakeTimeoutMs: 10_000,
   maxConnectionsPerIp: 64,
   responseTimeoutMs: 120_000,
+  headerTimeoutMs: 10_000,
   bodyIdleTimeoutMs: 30_000,
   drainTimeoutMs: 10_000,
   tcpPorts: { min: 20000, max: 20999 },
@@ -152,8 +155,8 @@ class ClientSession implements TunnelSession {
     return forwardTcp(this.conn, port, tcp);
   }
 
-  forwardWebSocket(head: FrameOf<"request">, request: Request, onSettled: () => void) {
-    return forwardWebSocket(this.conn, head, request, {
+  forwardWebSocket(head: FrameOf<"request">, accept: AcceptWebSocket, onSettled: () => void) {
+    return forwardWebSocket(this.conn, head, accept, {
       responseTimeoutMs: this.timeouts.responseTimeoutMs,
       onSettled,
     });
@@ -182,7 +185,8 @@ export class Relay {
   #sessions = new Set<ClientSession>();
   #endpoint: Deno.QuicEndpoint;
   #listener: Deno.QuicListener;
-  #http: Deno.HttpServer<Deno.NetAddr>;
+  #app: ReturnType<typeof createPublicApp>;
+  #http!: PublicServer;
   #caServer: Deno.HttpServer<Deno.NetAddr>;
   #draining = false;
 
@@ -211,7 +215,7 @@ export class Relay {
       maxConcurrentBidirectionalStreams: 1,
       maxConcurrentUnidirectionalStreams: 0,
     });
-    const app = createPublicApp({
+    this.#app = createPublicApp({
       ...options,
       lookup: (name) => this.registry.lookup(name),
       info: () => this.info(),
@@ -223,29 +227,31 @@ export class Relay {
       }),
       draining: () => this.#draining,
     });
-    this.#http = Deno.serve({
-      hostname: options.hostname,
-      port: options.httpPort,
-      onListen: () => {},
-    }, async (request, info) => {
-      // Deno.serve ends the process on a non-Response; one bad request must never take the relay down.
-      const response = await app.fetch(request, info);
-      if (response instanceof Response) return response;
-      log.error("no response for {method} {url}", { method: request.method, url: request.url });
-      return errorPage(500, "internal", "The relay failed to answer this request.");
-    });
   }
 
-  /** Binds both listeners and starts accepting clients. */
-  static start(options: RelayOptions): Relay {
+  /** Binds the listeners and starts accepting clients. */
+  static async start(options: RelayOptions): Promise<Relay> {
     const relay = new Relay(options);
+    try {
+      relay.#http = await servePublic(relay.#app.fetch, {
+        hostname: options.hostname,
+        port: options.httpPort,
+        headerTimeoutMs: options.headerTimeoutMs,
+        // Room for the request line and a little over the header cap, so the app's own 414/431 pages answer first.
+        maxHeadBytes: options.maxHeaderBytes + options.maxUrlBytes + 1024,
+      });
+    } catch (error) {
+      relay.#endpoint.close();
+      await relay.#caServer.shutdown();
+      throw error;
+    }
     relay.#restoreReservations();
     relay.#acceptLoop();
     return relay;
   }
 
   get httpPort(): number {
-    return this.#http.addr.port;
+    return this.#http.port;
   }
 
   get quicPort(): number {
@@ -275,13 +281,7 @@ export class Relay {
   async shutdown(reason = "relay shutting down"): Promise<void> {
     this.#draining = true;
     this.#listener.stop();
-    const drained = this.#http.shutdown();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      drained,
-      new Promise((resolve) => timer = setTimeout(resolve, this.options.drainTimeoutMs)),
-    ]);
-    clearTimeout(timer);
+    await this.#http.shutdown(this.options.drainTimeoutMs);
     await this.#caServer.shutdown();
     const closing = [...this.#sessions].map((session) => {
       session.close(CloseCode.shuttingDown, reason);
@@ -292,7 +292,6 @@ export class Relay {
     this.tcpRegistry.clear();
     for (const port of [...this.#tcpListeners.keys()]) this.#closeTcpPort(port);
     this.#endpoint.close();
-    await drained;
   }
 
   /** Holds the names and ports clients had before a restart, for them only, through one grace period. */

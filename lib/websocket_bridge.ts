@@ -1,15 +1,14 @@
 /**
- * WebSockets over one QUIC stream, both halves.
+ * WebSockets over one QUIC stream, both halves, each on the `ws` library.
  *
- * The relay cannot hand raw upgraded sockets around (`Deno.serve` gives a
- * WebSocket object), so the tunnel carries messages: the visitor's handshake
- * travels as a `request` with `upgrade: "websocket"`; the client opens its own
- * WebSocket to the origin with the visitor's headers and subprotocols (the
- * `ws` library, which also reports the origin's handshake headers) and answers
- * 101 with the origin's choice; the relay then completes the visitor's
- * handshake with it. Messages cross as `ws-data` frames (split at 64 KiB,
- * text or binary kept), closes as `ws-close` with code and reason. Pings are
- * answered on each hop, which keeps every hop alive.
+ * The tunnel carries messages, not raw bytes, so each hop speaks WebSocket
+ * for itself: the visitor's handshake travels as a `request` with
+ * `upgrade: "websocket"`; the client opens its own WebSocket to the origin
+ * with the visitor's headers and subprotocols and answers 101 with the
+ * origin's choice and handshake headers; the relay then completes the
+ * visitor's handshake with them. Messages cross as `ws-data` frames (split at
+ * 64 KiB, text or binary kept), closes as `ws-close` with code and reason.
+ * Pings are answered on each hop, which keeps every hop alive.
  *
  * @module
  */
@@ -18,6 +17,8 @@ import { encodeFrame, FrameReader } from "./codec.ts";
 import { type FrameOf, MAX_WS_CHUNK_BYTES, type WsDataFrame } from "./protocol.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 import { errorPage } from "./pages.ts";
+import type { AcceptWebSocket } from "./public_server.ts";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import {
   openStream,
   type Origin,
@@ -53,7 +54,7 @@ export function offeredProtocols(pairs: HeaderPairs): string[] {
 }
 
 /** Closes `socket` with `code` and `reason`, or bare when the code only describes what happened (1005/1006/1015). */
-function closeWith(socket: { close(code?: number, reason?: string): void }, code: number, reason = "") {
+function closeWith(socket: WebSocket, code: number, reason = "") {
   if (code === 1005 || code === 1006 || code === 1015) socket.close();
   else socket.close(code, reason);
 }
@@ -101,17 +102,59 @@ function join(parts: Uint8Array[], size: number): Uint8Array {
   return out;
 }
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/**
+ * Relays messages between `socket` and the tunnel stream until both have
+ * closed. A message is read from the socket only once the previous one is in
+ * the stream, so a slow peer slows the sender instead of filling memory.
+ */
+async function relayMessages(
+  socket: WebSocket,
+  reader: FrameReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+): Promise<void> {
+  let sending = Promise.resolve();
+  socket.on("message", (data: Buffer, binary: boolean) => {
+    socket.pause();
+    for (const piece of pieces(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), binary)) {
+      sending = sending.then(() => writer.write(encodeFrame(piece)));
+    }
+    sending = sending.then(() => socket.resume(), () => socket.terminate());
+  });
+  const socketClosed = new Promise<void>((resolve) => {
+    socket.once("close", (code: number, reason: Buffer) => {
+      const close = {
+        type: "ws-close",
+        code: code === 1005 ? 1000 : code,
+        reason: reason.toString(),
+      } as const;
+      sending = sending
+        .then(() => writer.write(encodeFrame(close)))
+        .then(() => writer.close())
+        .catch(() => {});
+      sending.then(resolve);
+    });
+  });
+  const peerClose = await readMessages(
+    reader,
+    (data, binary) =>
+      new Promise<void>((resolve, reject) =>
+        socket.send(data, { binary }, (error) => error ? reject(error) : resolve())
+      ),
+  ).catch(() => ({ code: 1011, reason: "tunnel failed" }));
+  // A stream that ends without a close frame means the other hop went away.
+  if (socket.readyState === WebSocket.OPEN) closeWith(socket, peerClose?.code ?? 1001, peerClose?.reason);
+  await socketClosed;
+}
 
 /**
- * Relay side: asks the client to open the origin's WebSocket; on 101 upgrades
- * the visitor's `request` and relays messages until either side closes.
+ * Relay side: asks the client to open the origin's WebSocket; on 101
+ * completes the visitor's handshake with `accept` and relays messages until
+ * either side closes.
  */
 export async function forwardWebSocket(
   conn: Deno.QuicConn,
   head: FrameOf<"request">,
-  request: Request,
+  accept: AcceptWebSocket,
   options: { responseTimeoutMs: number; onSettled?: () => void },
 ): Promise<Response> {
   const settle = (response: Response) => (options.onSettled?.(), response);
@@ -152,34 +195,20 @@ export async function forwardWebSocket(
     });
   }
 
-  const { socket, response } = Deno.upgradeWebSocket(request);
-  for (const [name, value] of withoutHandshake(answer.headers)) response.headers.append(name, value);
-  const chosen = answer.headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol");
-  if (chosen) response.headers.set("sec-websocket-protocol", chosen[1]);
-  socket.binaryType = "arraybuffer";
-
-  let sending = Promise.resolve();
-  const send = (frame: WsDataFrame | FrameOf<"ws-close">) => {
-    sending = sending.then(() => writer.write(encodeFrame(frame))).catch(() => {});
-    return sending;
-  };
-  socket.onmessage = (event) => {
-    const binary = typeof event.data !== "string";
-    const data = binary ? new Uint8Array(event.data as ArrayBuffer) : encoder.encode(event.data as string);
-    for (const piece of pieces(data, binary)) send(piece);
-  };
-  socket.onclose = (event) => {
-    send({ type: "ws-close", code: event.code === 1005 ? 1000 : event.code, reason: event.reason })
-      .then(() => writer.close()).catch(() => {});
-  };
-  socket.onerror = () => {};
-  socket.onopen = () => {
-    readMessages(reader, (data, binary) => socket.send(binary ? data : decoder.decode(data)))
-      .then((close) => closeWith(socket, close?.code ?? 1001, close?.reason))
-      .catch(() => socket.close(1011, "tunnel failed"));
-  };
+  let socket: WebSocket;
+  try {
+    socket = await accept({
+      protocol: answer.headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol")?.[1],
+      headers: withoutHandshake(answer.headers),
+      maxPayload: MAX_WS_MESSAGE_BYTES,
+    });
+  } catch {
+    // The visitor left mid-handshake; this answer goes nowhere.
+    return abandon(errorPage(400, "bad_request", "The visitor left during the WebSocket handshake."));
+  }
+  relayMessages(socket, reader, writer);
   // A WebSocket counts against the in-flight cap only while its handshake is pending.
-  return settle(response);
+  return settle(RESPONSE_ALREADY_SENT);
 }
 
 /** Client side: opens the origin's WebSocket for `head` and relays messages until either side closes. */
@@ -242,42 +271,6 @@ export async function answerWebSocket(
     return outcome(opened.code === "origin_timeout" ? 504 : 502, opened);
   }
 
-  let sending = Promise.resolve();
-  socket.on("message", (data: Buffer, binary: boolean) => {
-    socket.pause();
-    for (const piece of pieces(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), binary)) {
-      sending = sending.then(() => writer.write(encodeFrame(piece)));
-    }
-    sending = sending.then(() => socket.resume(), () => socket.terminate());
-  });
-  const originClosed = new Promise<void>((resolve) => {
-    socket.once("close", (code: number, reason: Buffer) => {
-      sending = sending
-        .then(() =>
-          writer.write(
-            encodeFrame({ type: "ws-close", code: code === 1005 ? 1000 : code, reason: reason.toString() }),
-          )
-        )
-        .then(() => writer.close())
-        .catch(() => {});
-      sending.then(resolve);
-    });
-  });
-  const visitorClose = await readMessages(
-    reader,
-    (data, binary) =>
-      new Promise<void>((resolve, reject) =>
-        socket.send(
-          binary ? data : decoder.decode(data),
-          { binary },
-          (error) => error ? reject(error) : resolve(),
-        )
-      ),
-  ).catch(() => null);
-  if (socket.readyState === WebSocket.OPEN) {
-    if (visitorClose) closeWith(socket, visitorClose.code, visitorClose.reason);
-    else socket.terminate();
-  }
-  await originClosed;
+  await relayMessages(socket, reader, writer);
   return outcome(101);
 }

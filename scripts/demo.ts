@@ -26,7 +26,7 @@ const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, s
 const identity = await loadOrCreateIdentity(scratch, "localhost");
 let relay: Relay;
 try {
-  relay = Relay.start({
+  relay = await Relay.start({
     ...DEFAULT_RELAY_OPTIONS,
     hostname: "127.0.0.1",
     httpPort: flags.httpPort,

@@ -28,7 +28,9 @@ async function rawStatus(port: number, raw: string): Promise<number> {
 Deno.test("malformed hosts, CRLF tricks, absurd lengths and header floods get clear statuses", async (t) => {
   await using processes = new Processes();
   const origin = await startOrigin(processes);
-  const relay = await startRelay(processes, { args: ["--max-header-count=50", "--body-timeout=1"] });
+  const relay = await startRelay(processes, {
+    args: ["--max-header-count=50", "--body-timeout=1", "--header-timeout=1"],
+  });
   const client = await startClient(processes, relay, [String(origin.port), "tenant"]);
   const port = relay.httpPort;
   const get = (host: string, extra = "") =>
@@ -67,6 +69,38 @@ Deno.test("malformed hosts, CRLF tricks, absurd lengths and header floods get cl
   await t.step("more headers than --max-header-count is 431", async () => {
     const many = Array.from({ length: 60 }, (_, i) => `X-H${i}: v\r\n`).join("");
     assert.equal(await rawStatus(port, get("tenant.localhost", many)), 431);
+  });
+  await t.step("a head far over every cap is 431 from the parser, before the app sees it", async () => {
+    assert.equal(await rawStatus(port, get("tenant.localhost", `X-Big: ${"b".repeat(200_000)}\r\n`)), 431);
+  });
+  await t.step("heads that trickle in are 408 (slow loris on headers) while others are served", async () => {
+    const started = performance.now();
+    const trickles = Array.from({ length: 50 }, async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const encoder = new TextEncoder();
+      await conn.write(encoder.encode("GET /echo HTTP/1.1\r\nHost: tenant.localhost\r\n"));
+      const answer = new Response(conn.readable).text();
+      // One header byte every 100 ms: the connection is never idle, but the head never ends.
+      const timer = setInterval(() => conn.write(encoder.encode("x")).catch(() => {}), 100);
+      try {
+        return await Promise.race([answer, new Promise<string>((resolve) => setTimeout(resolve, 8_000, ""))]);
+      } finally {
+        clearInterval(timer);
+        try {
+          conn.close();
+        } catch {
+          // Closed by the relay.
+        }
+      }
+    });
+    const response = await visit(`${client.urls[0]}/echo`);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    for (const answer of await Promise.all(trickles)) {
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /x-reverprox-error: request_timeout/);
+    }
+    assert.ok(performance.now() - started < 5_000, `took ${performance.now() - started} ms`);
   });
   await t.step("a body that stalls mid-way is 408 (slow loris on bodies)", async () => {
     const started = performance.now();
