@@ -6,8 +6,16 @@
  * = binary, bit 1 = final piece.
  * Decoders reject truncated, oversized, unknown-version, unknown-type and
  * malformed input with a {@link FrameError}; nothing is buffered past
- * {@link MAX_FRAME_BYTES}. After a head frame, the rest of a stream is raw
- * body bytes: {@link FrameReader.rest} hands them on without copying.
+ * {@link MAX_FRAME_BYTES}.
+ *
+ * After a request or response head comes its body as length-prefixed pieces,
+ * `[length u32 BE][bytes]`, ended by an empty piece, or cut short by a piece
+ * of length 0xFFFFFFFF. Both markers travel in band because Deno's QUIC does
+ * not reliably show a peer's stream reset to the reader: it may look like a
+ * clean end, or like nothing at all. {@link writeBodyPiece},
+ * {@link writeBodyEnd} and {@link writeBodyAbort} write a body,
+ * {@link FrameReader.body} reads one. TCP tunnels carry raw bytes
+ * after their head ({@link FrameReader.rest}).
  *
  * @example
  * ```ts
@@ -33,7 +41,7 @@ function wsPayload(frame: WsDataFrame): Uint8Array {
   return payload;
 }
 
-/** Callbacks for {@link FrameReader.rest}. */
+/** Callbacks for {@link FrameReader.rest} and {@link FrameReader.body}. */
 export interface RestHooks {
   onCancel?: (reason: unknown) => void;
   onEnd?: () => void;
@@ -124,6 +132,40 @@ export function decodeFrame(bytes: Uint8Array): { frame: Frame; size: number } |
   return { frame: parsed.data, size };
 }
 
+/** Writes one piece of a body. Empty pieces are skipped: an empty piece ends the body. */
+export function writeBodyPiece(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  bytes: Uint8Array,
+): Promise<void> {
+  if (bytes.length === 0) return Promise.resolve();
+  const piece = new Uint8Array(BODY_PREFIX_BYTES + bytes.length);
+  new DataView(piece.buffer).setUint32(0, bytes.length);
+  piece.set(bytes, BODY_PREFIX_BYTES);
+  return writer.write(piece);
+}
+
+/** Marks the body whole. */
+export function writeBodyEnd(writer: WritableStreamDefaultWriter<Uint8Array>): Promise<void> {
+  return writer.write(new Uint8Array(BODY_PREFIX_BYTES));
+}
+
+/** Marks the body cut short, then closes the stream: the reader's body errors instead of ending. */
+export async function writeBodyAbort(writer: WritableStreamDefaultWriter<Uint8Array>): Promise<void> {
+  await writer.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+  await writer.close();
+}
+
+const BODY_PREFIX_BYTES = 4;
+const BODY_ABORTED = 0xffffffff;
+
+/** The sender of a body cut it short: its origin or visitor went away mid-body. */
+export class BodyAbortedError extends Error {
+  constructor() {
+    super("the body was cut short by its sender");
+    this.name = "BodyAbortedError";
+  }
+}
+
 /**
  * Reads frames from a byte stream, then (optionally) hands the remaining bytes
  * on as a stream of their own.
@@ -198,6 +240,61 @@ export class FrameReader {
         end();
         hooks.onCancel?.(reason);
         return reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /**
+   * The body after the last frame read, as a stream of its bytes; it errors
+   * with a `truncated` {@link FrameError} if the stream ends before the body's
+   * end marker, and with a {@link BodyAbortedError} if the sender cut it
+   * short. Hooks as for {@link FrameReader.rest}.
+   */
+  body(hooks: RestHooks = {}): ReadableStream<Uint8Array> {
+    let left = 0;
+    let ended = false;
+    const end = () => {
+      if (!ended) (ended = true, hooks.onEnd?.());
+    };
+    const fill = async (wanted: number) => {
+      while (this.#pending.length < wanted) {
+        if (this.#done || !(await this.#fill())) {
+          throw new FrameError("truncated", "stream ended inside a body");
+        }
+      }
+    };
+    const take = (size: number) => {
+      const bytes = this.#pending.subarray(0, size);
+      this.#pending = this.#pending.subarray(size);
+      return bytes;
+    };
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        try {
+          while (left === 0) {
+            await fill(BODY_PREFIX_BYTES);
+            left = new DataView(take(BODY_PREFIX_BYTES).slice().buffer).getUint32(0);
+            if (left === BODY_ABORTED) throw new BodyAbortedError();
+            if (left > 0) continue;
+            // The end marker; the stream itself must end with it.
+            while (this.#pending.length === 0 && !this.#done) await this.#fill();
+            if (this.#pending.length > 0) throw new FrameError("malformed", "bytes after the end of a body");
+            end();
+            return controller.close();
+          }
+          await fill(1);
+          const bytes = take(Math.min(left, this.#pending.length));
+          left -= bytes.length;
+          controller.enqueue(bytes);
+        } catch (error) {
+          end();
+          controller.error(error);
+        }
+      },
+      cancel: (reason) => {
+        end();
+        hooks.onCancel?.(reason);
+        return this.#reader.cancel(reason);
       },
     }, { highWaterMark: 0 });
   }

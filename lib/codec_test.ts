@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeFrame, encodeFrame, FrameError, FrameReader } from "./codec.ts";
+import { decodeFrame, encodeFrame, FrameError, FrameReader, writeBodyEnd, writeBodyPiece } from "./codec.ts";
 import { ERROR_CODES, type Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION } from "./protocol.ts";
 
 const header = fc.tuple(fc.string({ maxLength: 40 }), fc.string({ maxLength: 200 }));
@@ -158,4 +158,47 @@ Deno.test("FrameReader splits frames across chunk borders and hands on the body 
     const rest = new Uint8Array(await new Response(reader.rest()).arrayBuffer());
     assert.deepEqual([...rest], [1, 2, 3, 4, 5]);
   }
+});
+
+/** The bytes `writeBodyPiece`/`writeBodyEnd` put on a stream for `pieces`, and whether the end marker follows. */
+async function encodedBody(pieces: Uint8Array[], whole: boolean): Promise<Uint8Array> {
+  const written: Uint8Array[] = [];
+  const writer = new WritableStream<Uint8Array>({ write: (chunk) => void written.push(chunk) }).getWriter();
+  for (const piece of pieces) await writeBodyPiece(writer, piece);
+  if (whole) await writeBodyEnd(writer);
+  return new Uint8Array(written.flatMap((chunk) => [...chunk]));
+}
+
+function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((cut) => cut % (bytes.length + 1)))].sort((a, b) => a - b);
+  return [0, ...points].map((start, i) => bytes.slice(start, [...points, bytes.length][i]));
+}
+
+Deno.test("a body crosses whole however the stream splits it, and a cut anywhere is an error", async () => {
+  const pieces = fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 8 });
+  const cuts = fc.array(fc.nat(), { maxLength: 6 });
+  await fc.assert(
+    fc.asyncProperty(pieces, cuts, async (pieces, cuts) => {
+      const head = encodeFrame({ type: "response", status: 200, headers: [] });
+      const body = await encodedBody(pieces, true);
+      const reader = new FrameReader(ReadableStream.from(splitAt(new Uint8Array([...head, ...body]), cuts)));
+      await reader.expect("response");
+      const read = new Uint8Array(await new Response(reader.body()).arrayBuffer());
+      assert.deepEqual([...read], pieces.flatMap((piece) => [...piece]));
+    }),
+    { numRuns: 300 },
+  );
+  await fc.assert(
+    fc.asyncProperty(pieces, fc.nat(), async (pieces, cut) => {
+      // Everything short of the whole body, end marker included, is what a reset looks like here.
+      const body = await encodedBody(pieces, true);
+      const cutBody = body.slice(0, cut % body.length);
+      const reader = new FrameReader(ReadableStream.from([cutBody]));
+      await assert.rejects(
+        new Response(reader.body()).arrayBuffer(),
+        (error) => error instanceof FrameError && error.kind === "truncated",
+      );
+    }),
+    { numRuns: 300 },
+  );
 });

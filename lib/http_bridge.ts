@@ -17,7 +17,7 @@
 import http from "node:http";
 import https from "node:https";
 import { once } from "node:events";
-import { encodeFrame, FrameReader } from "./codec.ts";
+import { encodeFrame, FrameReader, writeBodyAbort, writeBodyEnd, writeBodyPiece } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { errorPage } from "./pages.ts";
 import { deadlineAfter, TimeoutError, withTimeout } from "./async.ts";
@@ -48,12 +48,19 @@ export async function forwardRequest(
   const stream = await openStream(conn);
   if (!stream) return settled(tunnelGone(head.tunnel));
   const writer = stream.writable.getWriter();
-  const abortUpload = (reason: unknown) => void writer.abort(reason).catch(() => {});
+  const bodyReader = body?.getReader();
+  let uploadAborted = false;
+  /** Stops the upload and tells the client, in band, that the body is cut short. */
+  const abortUpload = (reason: unknown) => {
+    if (uploadAborted) return;
+    uploadAborted = true;
+    bodyReader?.cancel(reason).catch(() => {});
+    writeBodyAbort(writer).catch(() => {});
+  };
   const uploaded = (async () => {
     await writer.write(encodeFrame(head));
-    if (body) {
-      const bodyReader = body.getReader();
-      while (true) {
+    if (bodyReader) {
+      while (!uploadAborted) {
         // A visitor who stops sending mid-body (slow loris) gets a 408 instead of holding a slot forever.
         const { value, done } = await withTimeout(
           bodyReader.read(),
@@ -65,9 +72,11 @@ export async function forwardRequest(
             throw error;
           });
         if (done) break;
-        await writer.write(value);
+        if (!uploadAborted) await writeBodyPiece(writer, value);
       }
     }
+    if (uploadAborted) return;
+    await writeBodyEnd(writer);
     await writer.close();
   })();
   uploaded.catch(abortUpload);
@@ -99,7 +108,7 @@ export async function forwardRequest(
     return fail(errorPage(504, "origin_timeout", "The tunnel client did not answer in time."));
   }
   if (answer.type === "error") return fail(originErrorPage(answer));
-  // Checked here: some heads that `Response` accepts make Deno's HTTP writer panic.
+  // Checked here: some heads that `Response` accepts are not valid HTTP and cannot be written.
   if (answer.status < 200 || !validHeaderPairs(answer.headers)) {
     return fail(errorPage(502, "origin_error", "The origin's response head is not valid HTTP."));
   }
@@ -108,7 +117,7 @@ export async function forwardRequest(
     await reader.cancel("no body");
     return settled(new Response(null, { status: answer.status, headers }));
   }
-  const responseBody = reader.rest({ onCancel: abortUpload, onEnd: options.onSettled });
+  const responseBody = reader.body({ onCancel: abortUpload, onEnd: options.onSettled });
   return new Response(responseBody, { status: answer.status, headers });
 }
 
@@ -200,7 +209,8 @@ export async function answerRequest(
     agent: options.agent,
     setHost: false,
   });
-  const upload = pipeToNode(reader.rest(), request);
+  const upload = pipeToNode(reader.body(), request);
+  upload.catch(() => request.destroy());
 
   // The origin's time to answer counts from the end of the upload.
   const deadline = deadlineAfter(upload, options.originTimeoutMs);
@@ -223,7 +233,6 @@ export async function answerRequest(
       );
     });
   }).finally(() => deadline.cancel());
-  upload.catch(() => request.destroy());
 
   if (!(response instanceof http.IncomingMessage)) {
     await writer.write(encodeFrame(response)).then(() => writer.close()).catch(() => {});
@@ -239,13 +248,14 @@ export async function answerRequest(
         headers: endToEndHeaders(rawHeaderPairs(response.rawHeaders)),
       }),
     );
-    for await (const chunk of response) await writer.write(chunk);
+    for await (const chunk of response) await writeBodyPiece(writer, chunk);
+    await writeBodyEnd(writer);
     await writer.close();
   } catch (error) {
-    // The origin broke mid-body, or the visitor went away: reset both ends.
+    // The origin broke mid-body, or the visitor went away: stop both ends.
     response.destroy();
     request.destroy();
-    await writer.abort(error).catch(() => {});
+    await writeBodyAbort(writer).catch(() => {});
     await reader.cancel(error);
   }
   return outcome(status);

@@ -21,7 +21,7 @@
 import { z } from "zod";
 
 /** Bumped on any incompatible change; also the ALPN suffix. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** ALPN protocol id: a relay and client of different versions fail the TLS handshake cleanly. */
 export const ALPN = `reverprox/${PROTOCOL_VERSION}`;
 /** Hard cap on one frame's payload, so a peer cannot make us buffer without bound. */

@@ -67,17 +67,21 @@ export function servePublic(
 ): Promise<PublicServer> {
   const upgrades = new WeakMap<IncomingMessage, AcceptWebSocket>();
   const websockets = new Set<WebSocket>();
-  const listener = getRequestListener(
+  const adapter = getRequestListener(
     (request, env) => {
       // This server speaks HTTP/1.1 only, so the bindings are always node:http's.
       const { incoming, outgoing } = env as HttpBindings;
-      // A body that ends short of its Content-Length (an origin or client died) must break the
-      // connection, not end the response as if it were whole.
-      outgoing.strictContentLength = true;
       return fetch(request, { incoming, outgoing, acceptWebSocket: upgrades.get(incoming) });
     },
     { overrideGlobalObjects: false },
   );
+  // The adapter's own error path can throw (a write to a socket already gone); one request must
+  // never take the relay down.
+  const listener = (incoming: IncomingMessage, outgoing: ServerResponse) =>
+    adapter(incoming, outgoing).catch((error) => {
+      log.warn("answering {url} failed: {error}", { url: incoming.url, error: String(error) });
+      outgoing.destroy();
+    });
   const server = createServer({
     headersTimeout: options.headerTimeoutMs,
     // Bodies have their own idle timeout (408); a whole-request deadline would cut long uploads.

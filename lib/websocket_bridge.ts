@@ -13,7 +13,7 @@
  * @module
  */
 import WebSocket from "ws";
-import { encodeFrame, FrameReader } from "./codec.ts";
+import { encodeFrame, FrameReader, writeBodyAbort, writeBodyEnd, writeBodyPiece } from "./codec.ts";
 import { type FrameOf, MAX_WS_CHUNK_BYTES, type WsDataFrame } from "./protocol.ts";
 import { endToEndHeaders, type HeaderPairs, rawHeaderPairs, validHeaderPairs } from "./headers.ts";
 import { errorPage } from "./pages.ts";
@@ -189,7 +189,7 @@ export async function forwardWebSocket(
   if (answer.status !== 101) {
     // The origin refused the upgrade with an ordinary response: pass it on as is.
     await writer.close().catch(() => {});
-    return new Response(reader.rest({ onEnd: options.onSettled }), {
+    return new Response(reader.body({ onEnd: options.onSettled }), {
       status: answer.status,
       headers: new Headers(answer.headers),
     });
@@ -248,10 +248,11 @@ export async function answerWebSocket(
           status: response.statusCode ?? 502,
           headers: endToEndHeaders(rawHeaderPairs(response.rawHeaders)),
         }));
-        for await (const chunk of response) await writer.write(chunk);
+        for await (const chunk of response) await writeBodyPiece(writer, chunk);
+        await writeBodyEnd(writer);
         await writer.close();
       } catch {
-        await writer.abort().catch(() => {});
+        await writeBodyAbort(writer).catch(() => {});
       }
       resolve("refused-upgrade");
     });

@@ -19,7 +19,7 @@
 import { Command } from "commander";
 import fc from "fast-check";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
-import type { Frame } from "../lib/protocol.ts";
+import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
 import { Processes, startRelay } from "../tests/helpers/processes.ts";
 import { rawQuic } from "../tests/helpers/raw_quic.ts";
 
@@ -35,7 +35,12 @@ const deadline = Date.now() + flags.minutes * 60_000;
 console.log(`fuzz: seed ${flags.seed}, ${flags.frames} frames, ${flags.hellos} of them hellos`);
 
 const validFrames: Frame[] = [
-  { type: "hello", version: 1, clientId: "f".repeat(32), tunnels: [{ kind: "http", name: "fuzzed" }] },
+  {
+    type: "hello",
+    version: PROTOCOL_VERSION,
+    clientId: "f".repeat(32),
+    tunnels: [{ kind: "http", name: "fuzzed" }],
+  },
   { type: "response", status: 200, headers: [["content-type", "text/plain"], ["set-cookie", "a=1"]] },
   { type: "error", code: "origin_refused", message: "no" },
   { type: "ping", seq: 1 },
@@ -109,7 +114,7 @@ const controlWriter = control.writable.getWriter();
 // A name and id the phase-1 corpus never uses, so no fuzzed hello can hold it.
 await controlWriter.write(encodeFrame({
   type: "hello",
-  version: 1,
+  version: PROTOCOL_VERSION,
   clientId: crypto.randomUUID(),
   tunnels: [{ kind: "http", name: "fuzz-target" }],
 }));

@@ -112,6 +112,42 @@ Deno.test("an origin dying mid-body breaks the visitor's response instead of end
   assert.ok(Number(stdout) < 200000, "curl saw a short, failed transfer");
 });
 
+Deno.test("an origin dying mid-body without a Content-Length still breaks the visitor's response", async () => {
+  // Nothing but the tunnel's own end-of-body marker can tell this body from a whole one.
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  for (let i = 0; i < 5; i++) {
+    // Whether the head was out before the origin died decides between a cut body and no answer.
+    const outcome = await visit(`${url}/die?after=${i * 30_000}&chunked=1`)
+      .then((response) => response.arrayBuffer())
+      .then((body) => `whole ${body.byteLength} bytes`, () => "broken");
+    assert.equal(outcome, "broken");
+  }
+});
+
+Deno.test("a visitor leaving mid-upload breaks the origin's request body instead of ending it", async () => {
+  await using processes = new Processes();
+  const { url } = await tunnel(processes);
+  const target = new URL(url);
+  const request = http.request({
+    hostname: "127.0.0.1",
+    port: Number(target.port),
+    method: "POST",
+    path: "/upload-outcome",
+    headers: { host: target.host, "transfer-encoding": "chunked" },
+  });
+  request.on("error", () => {});
+  request.write("x".repeat(10_000));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  request.destroy();
+  let outcomes: string[] = [];
+  for (const deadline = Date.now() + 5_000; outcomes.length === 0 && Date.now() < deadline;) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    outcomes = await (await visit(`${url}/upload-outcomes`)).json();
+  }
+  assert.deepEqual(outcomes, ["broken 10000"]);
+});
+
 Deno.test("a slow reader does not slow other requests on the same tunnel", async () => {
   await using processes = new Processes();
   const { url } = await tunnel(processes);
