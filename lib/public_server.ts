@@ -25,6 +25,7 @@ import { createServer, type IncomingMessage, ServerResponse, STATUS_CODES } from
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { WebSocket, WebSocketServer } from "ws";
 import type { HeaderPairs } from "./headers.ts";
 import type { PageCode } from "./pages.ts";
@@ -67,21 +68,19 @@ export function servePublic(
 ): Promise<PublicServer> {
   const upgrades = new WeakMap<IncomingMessage, AcceptWebSocket>();
   const websockets = new Set<WebSocket>();
-  const adapter = getRequestListener(
-    (request, env) => {
+  // The adapter turns node:http requests into Web Requests; responses are written by `respond`,
+  // which streams without the adapter's wait for a second chunk and breaks the connection when a
+  // body fails instead of appending an error text to it.
+  const listener = getRequestListener(
+    async (request, env) => {
       // This server speaks HTTP/1.1 only, so the bindings are always node:http's.
       const { incoming, outgoing } = env as HttpBindings;
-      return fetch(request, { incoming, outgoing, acceptWebSocket: upgrades.get(incoming) });
+      const response = await fetch(request, { incoming, outgoing, acceptWebSocket: upgrades.get(incoming) });
+      if (response !== RESPONSE_ALREADY_SENT) await respond(response, outgoing);
+      return RESPONSE_ALREADY_SENT;
     },
     { overrideGlobalObjects: false },
   );
-  // The adapter's own error path can throw (a write to a socket already gone); one request must
-  // never take the relay down.
-  const listener = (incoming: IncomingMessage, outgoing: ServerResponse) =>
-    adapter(incoming, outgoing).catch((error) => {
-      log.warn("answering {url} failed: {error}", { url: incoming.url, error: String(error) });
-      outgoing.destroy();
-    });
   const server = createServer({
     headersTimeout: options.headerTimeoutMs,
     // Bodies have their own idle timeout (408); a whole-request deadline would cut long uploads.
@@ -145,6 +144,48 @@ export function servePublic(
         shutdown: (drainMs) => shutdown(server, websockets, drainMs),
       });
     });
+  });
+}
+
+/** Writes `response` to `outgoing`, streaming its body with backpressure; a failing body breaks the connection. */
+async function respond(response: Response, outgoing: ServerResponse): Promise<void> {
+  // Flat name/value pairs; Headers yields each Set-Cookie on its own.
+  const head: string[] = [];
+  response.headers.forEach((value, name) => head.push(name, value));
+  outgoing.writeHead(response.status, head);
+  if (!response.body) return void outgoing.end();
+  const reader = response.body.getReader();
+  let left = false;
+  const leave = () => {
+    left = true;
+    reader.cancel("visitor left").catch(() => {});
+  };
+  // One listener for the whole body: racing a promise per chunk would keep every chunk alive.
+  outgoing.once("close", leave);
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done || left) break;
+      if (!outgoing.write(value)) await drained(outgoing);
+    }
+    if (!left) outgoing.end();
+  } catch (error) {
+    outgoing.destroy(error instanceof Error ? error : new Error(String(error)));
+  } finally {
+    outgoing.off("close", leave);
+  }
+}
+
+/** Resolves once `outgoing` can take more, or is gone. */
+function drained(outgoing: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      outgoing.off("drain", done);
+      outgoing.off("close", done);
+      resolve();
+    };
+    outgoing.on("drain", done);
+    outgoing.on("close", done);
   });
 }
 
