@@ -37,6 +37,7 @@ interface ServerFlags {
   maxHeaderCount: number;
   maxInFlight: number;
   maxInFlightPerTunnel: number;
+  activePerTunnel: number;
   maxClientsPerIp: number;
   ratePerTunnel: number;
   ratePerIp: number;
@@ -175,6 +176,13 @@ const program = new Command("reverprox-server")
       .env("REVERPROX_MAX_IN_FLIGHT_PER_TUNNEL").argParser(int(1, 1 << 20)).default(
         defaults.maxInFlightPerTunnel,
       ),
+  )
+  .addOption(
+    new Option(
+      "--active-per-tunnel <n>",
+      "requests one tunnel may have in progress at once; more wait their turn, so a flood on one tunnel does not slow the others",
+    )
+      .env("REVERPROX_ACTIVE_PER_TUNNEL").argParser(int(1, 1 << 20)).default(defaults.activePerTunnel),
   )
   .addOption(
     new Option("--max-in-flight <n>", "requests in flight on the relay before 503")
@@ -319,6 +327,7 @@ async function main(flags: ServerFlags) {
     maxHeaderCount: flags.maxHeaderCount,
     maxInFlight: flags.maxInFlight,
     maxInFlightPerTunnel: flags.maxInFlightPerTunnel,
+    activePerTunnel: flags.activePerTunnel,
     maxConnectionsPerIp: flags.maxClientsPerIp,
     ratePerTunnel: flags.ratePerTunnel,
     ratePerIp: flags.ratePerIp,

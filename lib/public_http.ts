@@ -24,6 +24,7 @@ import type { Lookup } from "./registry.ts";
 import type { FrameOf } from "./protocol.ts";
 import { getLogger } from "./log.ts";
 import { RateLimiter } from "./rate_limit.ts";
+import { FairGate } from "./fair_gate.ts";
 
 const log = getLogger(["reverprox", "http"]);
 
@@ -59,6 +60,8 @@ export interface PublicLimits {
   maxInFlight: number;
   /** Requests in flight on one tunnel before 503, so one busy tunnel cannot take the whole relay. */
   maxInFlightPerTunnel: number;
+  /** Requests one tunnel may have in progress while the relay is overloaded and shared (see {@link FairGate}). */
+  activePerTunnel: number;
   /** Requests per second one tunnel may receive before 429; 0 = no limit. */
   ratePerTunnel: number;
   /** Requests per second one visitor IP may send before 429; 0 = no limit. */
@@ -78,6 +81,8 @@ export interface PublicAppOptions extends PublicLimits {
   stats(): Record<string, number>;
   /** True while the relay drains for shutdown. */
   draining(): boolean;
+  /** True while the relay is short of time; tunnels are then held to `activePerTunnel` each. */
+  overloaded(): boolean;
 }
 
 /** Builds the public app. */
@@ -87,6 +92,11 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
   const inFlightByTunnel = new Map<string, number>();
   const perTunnel = new RateLimiter(options.ratePerTunnel);
   const perIp = new RateLimiter(options.ratePerIp);
+  const gate = new FairGate({
+    slots: options.activePerTunnel,
+    holdMs: FAIR_GATE_HOLD_MS,
+    overloaded: options.overloaded,
+  });
 
   app.use(async (c, next) => {
     const refuse = (status: number, code: PageCode, message: string) => {
@@ -214,15 +224,18 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
     inFlight++;
     inFlightByTunnel.set(name, tunnelInFlight + 1);
     let settled = false;
+    let release = () => {};
     const settle = () => {
       if (settled) return;
       settled = true;
+      release();
       inFlight--;
       const left = inFlightByTunnel.get(name)! - 1;
       if (left === 0) inFlightByTunnel.delete(name);
       else inFlightByTunnel.set(name, left);
     };
     try {
+      release = await gate.enter(name);
       return acceptWebSocket
         ? await found.session.forwardWebSocket(head, acceptWebSocket, settle)
         : await found.session.forward(head, request.body, settle);
@@ -239,6 +252,9 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
   });
   return app;
 }
+
+/** How long a request holds its tunnel's fair-gate slot at most: slow requests are not busy ones. */
+const FAIR_GATE_HOLD_MS = 10;
 
 function tooMany(message: string): Response {
   const response = errorPage(429, "rate_limited", message);

@@ -20,6 +20,7 @@ Deno.test("the public app answers from its own pages without any tunnel (app.req
     info: () => ({ relay: "reverprox" }),
     stats: () => ({}),
     draining: () => false,
+    overloaded: () => false,
   });
   // What @hono/node-server's conninfo reads from a live connection.
   const env = {

@@ -31,6 +31,7 @@ import {
 } from "./protocol.ts";
 import { createPublicApp, type PublicLimits, type TunnelSession } from "./public_http.ts";
 import { type AcceptWebSocket, type PublicServer, servePublic } from "./public_server.ts";
+import { LoopLag } from "./fair_gate.ts";
 import { TunnelRegistry } from "./registry.ts";
 import { type AccessGuard, accessGuard } from "./access.ts";
 import { accountApi } from "./account_api.ts";
@@ -113,11 +114,15 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
   maxInFlightPerTunnel: 1024,
+  activePerTunnel: 2,
   ratePerTunnel: 0,
   ratePerIp: 0,
   registration: false,
   publicScheme: "http",
 };
+
+/** Event-loop lag (smoothed) past which the relay counts as overloaded and shares itself out fairly. */
+const OVERLOAD_LAG_MS = 1.5;
 
 /** Missed heartbeats before a client is dropped. */
 const HEARTBEAT_MISSES = 3;
@@ -189,6 +194,7 @@ export class Relay {
   #http!: PublicServer;
   #caServer: Deno.HttpServer<Deno.NetAddr>;
   #draining = false;
+  #lag = new LoopLag();
 
   private constructor(readonly options: RelayOptions) {
     const store = options.tokenStore;
@@ -226,6 +232,7 @@ export class Relay {
         tcpTunnels: this.tcpRegistry.size,
       }),
       draining: () => this.#draining,
+      overloaded: () => this.#lag.ms > OVERLOAD_LAG_MS,
     });
   }
 
@@ -242,6 +249,7 @@ export class Relay {
       });
     } catch (error) {
       relay.#endpoint.close();
+      relay.#lag.stop();
       await relay.#caServer.shutdown();
       throw error;
     }
@@ -292,6 +300,7 @@ export class Relay {
     this.tcpRegistry.clear();
     for (const port of [...this.#tcpListeners.keys()]) this.#closeTcpPort(port);
     this.#endpoint.close();
+    this.#lag.stop();
   }
 
   /** Holds the names and ports clients had before a restart, for them only, through one grace period. */

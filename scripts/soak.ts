@@ -25,11 +25,16 @@ const flags = new Command("soak")
 await using processes = new Processes();
 const origin = processes.add(Child.script("origin", "scripts/bench/origin.ts", []));
 const port = (await origin.waitFor(/^ready port=(\d+)/))[1];
+// Tenants do not share origins: the quiet tunnel gets its own, so only the relay is shared.
+const quietOrigin = processes.add(Child.script("quiet-origin", "scripts/bench/origin.ts", []));
+const quietPort = (await quietOrigin.waitFor(/^ready port=(\d+)/))[1];
 const relay = await startRelay(processes, {
   args: ["--log-level=warning", "--heartbeat=5", ...flags.relayArg],
 });
 const soaked = await startClient(processes, relay, [port, "soak", "--log-level=warning"]);
-const quiet = await startClient(processes, relay, [port, "quiet", "--log-level=warning"], { label: "quiet" });
+const quiet = await startClient(processes, relay, [quietPort, "quiet", "--log-level=warning"], {
+  label: "quiet",
+});
 const url = `http://127.0.0.1:${relay.httpPort}/`;
 const pids = { relay: relay.child.pid, client: soaked.child.pid };
 
