@@ -6,11 +6,11 @@
  * One QUIC connection per client process. The client opens the control stream
  * first (`hello` → `welcome` | `error`, then `ping`/`pong` both ways, `goodbye`
  * to leave). The relay opens one bidirectional stream per public request
- * (`request` head, body bytes; the client answers `response` head, body bytes)
- * or per public TCP connection (`tcp-open`, then raw bytes both ways). A
+ * (`request` head, body; the client answers `response` head, body) or per
+ * public TCP connection (`tcp-open`, then raw bytes both ways). Bodies are
+ * length-prefixed pieces with an end or abort marker (see `codec.ts`). A
  * WebSocket is a `request` with `upgrade: "websocket"` answered by a 101
- * `response`, then `ws-data` and `ws-close` frames both ways. Stream end is
- * body end; a reset stream is an abort.
+ * `response`, then `ws-data` and `ws-close` frames both ways.
  *
  * @example
  * ```ts

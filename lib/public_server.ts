@@ -75,8 +75,18 @@ export function servePublic(
     async (request, env) => {
       // This server speaks HTTP/1.1 only, so the bindings are always node:http's.
       const { incoming, outgoing } = env as HttpBindings;
-      const response = await fetch(request, { incoming, outgoing, acceptWebSocket: upgrades.get(incoming) });
-      if (response !== RESPONSE_ALREADY_SENT) await respond(response, outgoing);
+      try {
+        const response = await fetch(request, {
+          incoming,
+          outgoing,
+          acceptWebSocket: upgrades.get(incoming),
+        });
+        if (response !== RESPONSE_ALREADY_SENT) await respond(response, outgoing);
+      } catch (error) {
+        // One request must never take the relay down.
+        log.error("answering {url} failed: {error}", { url: incoming.url, error: String(error) });
+        outgoing.destroy();
+      }
       return RESPONSE_ALREADY_SENT;
     },
     { overrideGlobalObjects: false },

@@ -55,8 +55,13 @@ export function offeredProtocols(pairs: HeaderPairs): string[] {
 
 /** Closes `socket` with `code` and `reason`, or bare when the code only describes what happened (1005/1006/1015). */
 function closeWith(socket: WebSocket, code: number, reason = "") {
-  if (code === 1005 || code === 1006 || code === 1015) socket.close();
-  else socket.close(code, reason);
+  if (code === 1005 || code === 1006 || code === 1015) return socket.close();
+  try {
+    socket.close(code, reason);
+  } catch {
+    // A code or reason ws will not send (say 2000, or a reason over 123 bytes) came from the other hop.
+    socket.close(1011, "invalid close from the other side");
+  }
 }
 
 /** Splits one message into `ws-data` frames. */
@@ -163,7 +168,8 @@ export async function forwardWebSocket(
   const writer = stream.writable.getWriter();
   const reader = new FrameReader(stream.readable);
   const abandon = async (response: Response) => {
-    await writer.abort("abandoned").catch(() => {});
+    // A stream that ends without a close frame tells the client the visitor is gone (a reset might not).
+    await writer.close().catch(() => {});
     await reader.cancel("abandoned");
     return settle(response);
   };
@@ -206,7 +212,7 @@ export async function forwardWebSocket(
     // The visitor left mid-handshake; this answer goes nowhere.
     return abandon(errorPage(400, "bad_request", "The visitor left during the WebSocket handshake."));
   }
-  relayMessages(socket, reader, writer);
+  relayMessages(socket, reader, writer).catch(() => socket.terminate());
   // A WebSocket counts against the in-flight cap only while its handshake is pending.
   return settle(RESPONSE_ALREADY_SENT);
 }

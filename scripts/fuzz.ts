@@ -7,9 +7,9 @@
  * when a mutation happens to stay valid) or close, never hang or die.
  * Phase 2, answers: a fuzz client registers a tunnel, wrk sends requests
  * through the relay, and the fuzz client answers each request stream with a
- * fuzzed response frame (random bytes, mutated frames, truncated frames,
- * valid frames, or a reset); the relay must answer every visitor with a
- * status and keep serving. At the end the relay must be alive with 0
+ * fuzzed response (random bytes, mutated frames or bodies, truncated ones,
+ * valid ones, or a reset); the relay must answer every visitor with a status
+ * or a broken response, and keep serving. At the end the relay must be alive with 0
  * requests in flight (no leaked streams).
  *
  * Flags: `--frames N` (1,000,000 in all), `--hellos N` (5,000 of them in
@@ -47,7 +47,16 @@ const validFrames: Frame[] = [
   { type: "ws-data", binary: true, final: true, data: new Uint8Array([1, 2, 3]) },
 ];
 
-const encoded = validFrames.map(encodeFrame);
+const okHead = encodeFrame({ type: "response", status: 200, headers: [["content-type", "text/plain"]] });
+const hello = new TextEncoder().encode("hello");
+/** Byte sequences to fuzz: each valid frame, and whole answers with a body (see codec.ts for the pieces). */
+const encoded = [
+  ...validFrames.map(encodeFrame),
+  // A body of one 5-byte piece, then the end marker.
+  new Uint8Array([...okHead, 0, 0, 0, 5, ...hello, 0, 0, 0, 0]),
+  // The same, cut short by the abort marker.
+  new Uint8Array([...okHead, 0, 0, 0, 5, ...hello, 0xff, 0xff, 0xff, 0xff]),
+];
 /** One fuzzed frame: random bytes, a mutated valid frame, a truncated one, or a valid one; or null for a reset. */
 const fuzzedFrame: fc.Arbitrary<Uint8Array | null> = fc.oneof(
   { arbitrary: fc.uint8Array({ maxLength: 300 }), weight: 3 },

@@ -8,6 +8,7 @@ import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
 import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { rawQuic } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
+import WebSocket from "ws";
 
 /** Opens QUIC to the relay, writes `bytes` on the control stream, returns what came back. */
 async function speak(quic: Awaited<ReturnType<typeof rawQuic>>, bytes: Uint8Array) {
@@ -131,6 +132,33 @@ Deno.test("a client answering with a head that is not valid HTTP gets the visito
     assert.equal(response.headers.get("x-reverprox-error"), "origin_error");
     await response.body?.cancel();
   }
+  assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
+  conn.close({ closeCode: 0, reason: "done" });
+  await conn.closed.catch(() => {});
+  quic.close();
+});
+
+Deno.test("a client closing a WebSocket with a code ws will not send gets the visitor 1011, and the relay lives on", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  const quic = await rawQuic(processes, relay);
+  const conn = await quic.connect();
+  const control = await conn.createBidirectionalStream();
+  await control.writable.getWriter().write(hello({ tunnels: [{ kind: "http", name: "evil" }] }));
+  const welcome = await new FrameReader(control.readable).expect("welcome");
+  (async () => {
+    for await (const stream of conn.incomingBidirectionalStreams) {
+      await new FrameReader(stream.readable).expect("request");
+      const writer = stream.writable.getWriter();
+      await writer.write(encodeFrame({ type: "response", status: 101, headers: [] }));
+      // In the schema's range, but not a code a WebSocket may send.
+      await writer.write(encodeFrame({ type: "ws-close", code: 2000, reason: "odd" }));
+    }
+  })().catch(() => {});
+  const target = new URL(welcome.tunnels[0].url);
+  const socket = new WebSocket(`ws://127.0.0.1:${target.port}/`, { headers: { host: target.host } });
+  const code = await new Promise<number>((resolve) => socket.once("close", (code: number) => resolve(code)));
+  assert.equal(code, 1011);
   assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
   conn.close({ closeCode: 0, reason: "done" });
   await conn.closed.catch(() => {});
