@@ -14,8 +14,8 @@
  * not reliably show a peer's stream reset to the reader: it may look like a
  * clean end, or like nothing at all. {@link writeBodyPiece},
  * {@link writeBodyEnd} and {@link writeBodyAbort} write a body,
- * {@link FrameReader.body} reads one. TCP tunnels carry raw bytes
- * after their head ({@link FrameReader.rest}).
+ * {@link FrameReader.body} reads one. A TCP tunnel's stream carries one
+ * body each way.
  *
  * @example
  * ```ts
@@ -41,9 +41,11 @@ function wsPayload(frame: WsDataFrame): Uint8Array {
   return payload;
 }
 
-/** Callbacks for {@link FrameReader.rest} and {@link FrameReader.body}. */
-export interface RestHooks {
+/** Callbacks for {@link FrameReader.body}. */
+export interface BodyHooks {
+  /** Runs when the consumer cancels the body (to stop the other direction too). */
   onCancel?: (reason: unknown) => void;
+  /** Runs once when the body ends in any way: whole, failed or cancelled. */
   onEnd?: () => void;
 }
 
@@ -205,52 +207,12 @@ export class FrameReader {
   }
 
   /**
-   * The bytes after the last frame read, as a stream. `hooks.onCancel` runs when
-   * the consumer cancels it (to reset the other direction too); `hooks.onEnd`
-   * runs once when it ends in any way: done, failed or cancelled.
-   */
-  rest(hooks: RestHooks = {}): ReadableStream<Uint8Array> {
-    const reader = this.#reader;
-    let first: Uint8Array | null = this.#pending.length > 0 ? this.#pending : null;
-    this.#pending = new Uint8Array(0);
-    let ended = this.#done;
-    const end = () => {
-      if (!ended) (ended = true, hooks.onEnd?.());
-    };
-    if (this.#done) hooks.onEnd?.();
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        if (first) {
-          controller.enqueue(first);
-          first = null;
-          return;
-        }
-        if (ended) return controller.close();
-        try {
-          const { value, done } = await reader.read();
-          if (!done) return controller.enqueue(value);
-          end();
-          controller.close();
-        } catch (error) {
-          end();
-          controller.error(error);
-        }
-      },
-      cancel(reason) {
-        end();
-        hooks.onCancel?.(reason);
-        return reader.cancel(reason);
-      },
-    }, { highWaterMark: 0 });
-  }
-
-  /**
    * The body after the last frame read, as a stream of its bytes; it errors
    * with a `truncated` {@link FrameError} if the stream ends before the body's
    * end marker, and with a {@link BodyAbortedError} if the sender cut it
-   * short. Hooks as for {@link FrameReader.rest}.
+   * short.
    */
-  body(hooks: RestHooks = {}): ReadableStream<Uint8Array> {
+  body(hooks: BodyHooks = {}): ReadableStream<Uint8Array> {
     let left = 0;
     let ended = false;
     const end = () => {

@@ -1,9 +1,10 @@
 /**
  * Raw TCP over QUIC streams: each public TCP connection to a tunnel's port
- * becomes one stream (`tcp-open`, then bytes both ways), which the client
- * splices to a connection to its local port. A FIN on either end is carried
- * across as a stream FIN and back to a TCP half-close; an error on either end
- * resets both.
+ * becomes one stream (`tcp-open`, then each direction's bytes as a body, see
+ * `codec.ts`), which the client splices to a connection to its local port. A
+ * FIN on either end is carried across as a body's end marker and back to a
+ * TCP half-close; an error on either end is carried as an abort marker and
+ * closes both.
  *
  * @example
  * ```ts
@@ -12,7 +13,7 @@
  * ```
  * @module
  */
-import { encodeFrame, type FrameReader } from "./codec.ts";
+import { encodeFrame, FrameReader, writeBodyAbort, writeBodyEnd, writeBodyPiece } from "./codec.ts";
 import type { FrameOf } from "./protocol.ts";
 import { openStream, type Origin } from "./http_bridge.ts";
 import { getLogger } from "./log.ts";
@@ -40,7 +41,7 @@ export async function splice(
     } catch {
       // Already closed.
     }
-    toQuic.abort("connection reset").catch(() => {});
+    writeBodyAbort(toQuic).catch(() => {});
     fromQuic.cancel("connection reset").catch(() => {});
   };
   // Plain read/write, not tcp.readable/writable: a TCP stream that ends closes the whole
@@ -50,9 +51,10 @@ export async function splice(
       const buffer = new Uint8Array(TCP_READ_BYTES);
       const n = await tcp.read(buffer);
       if (n === null) break;
-      await toQuic.write(buffer.subarray(0, n));
+      await writeBodyPiece(toQuic, buffer.subarray(0, n));
       sent += n;
     }
+    await writeBodyEnd(toQuic);
     await toQuic.close();
   })().catch(fail);
   const inbound = (async () => {
@@ -80,7 +82,7 @@ export async function forwardTcp(conn: Deno.QuicConn, tunnel: string, tcp: Deno.
   const writer = stream.writable.getWriter();
   const remote = tcp.remoteAddr;
   await writer.write(encodeFrame({ type: "tcp-open", tunnel, remoteAddr: remote.hostname }));
-  await splice(tcp, stream.readable, writer);
+  await splice(tcp, new FrameReader(stream.readable).body(), writer);
 }
 
 /** Client side: dials the local port for a `tcp-open` and splices; false when the origin refused. */
@@ -94,11 +96,11 @@ export async function answerTcp(
   try {
     tcp = await Deno.connect({ hostname: origin.hostname, port: origin.port });
   } catch {
-    await writer.abort("origin refused").catch(() => {});
+    await writeBodyAbort(writer).catch(() => {});
     await reader.cancel("origin refused");
     return false;
   }
-  const { sent, received } = await splice(tcp, reader.rest(), writer);
+  const { sent, received } = await splice(tcp, reader.body(), writer);
   log.debug("tcp connection from {remote} done: {received} bytes in, {sent} out", {
     remote: head.remoteAddr,
     received,
