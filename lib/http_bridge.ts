@@ -35,6 +35,8 @@ export interface ForwardOptions {
   bodyIdleTimeoutMs: number;
   /** Runs once when the exchange is over: body sent, failed or abandoned. */
   onSettled?: () => void;
+  /** Aborts when the visitor leaves; the exchange is then abandoned at once. */
+  visitorGone?: AbortSignal;
 }
 
 /** Relay side: sends `head` and `body` over a new stream on `conn`, returns the origin's answer. */
@@ -92,13 +94,26 @@ export async function forwardRequest(
     return settled(response);
   };
   const deadline = deadlineAfter(uploaded, options.responseTimeoutMs);
-  let answer: FrameOf<"response" | "error"> | "timeout" | "body timeout";
+  const visitorLeft = new Promise<"visitor left">((resolve) => {
+    if (options.visitorGone?.aborted) resolve("visitor left");
+    options.visitorGone?.addEventListener("abort", () => resolve("visitor left"), { once: true });
+  });
+  let answer: FrameOf<"response" | "error"> | "timeout" | "body timeout" | "visitor left";
   try {
-    answer = await Promise.race([reader.expect("response", "error"), deadline.expired, bodyStalled]);
+    answer = await Promise.race([
+      reader.expect("response", "error"),
+      deadline.expired,
+      bodyStalled,
+      visitorLeft,
+    ]);
   } catch {
     return fail(errorPage(502, "client_failed", "The tunnel client dropped the request."));
   } finally {
     deadline.cancel();
+  }
+  if (answer === "visitor left") {
+    // Nobody reads this page; what matters is that the client stops and the slot is free.
+    return fail(errorPage(502, "client_failed", "The visitor left before the answer."));
   }
   if (answer === "body timeout") {
     const seconds = options.bodyIdleTimeoutMs / 1000;

@@ -30,11 +30,15 @@ const log = getLogger(["reverprox", "http"]);
 
 /** A tunnel owner as the public side sees it. */
 export interface TunnelSession {
-  /** Sends the request through the tunnel; `onSettled` runs once the response body is done. */
+  /**
+   * Sends the request through the tunnel; `onSettled` runs once the response body is done,
+   * `visitorGone` aborts when the visitor leaves first.
+   */
   forward(
     head: FrameOf<"request">,
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
+    visitorGone: AbortSignal,
   ): Promise<Response>;
   /** Same, for a WebSocket handshake: `accept` completes the visitor's side once the origin accepts. */
   forwardWebSocket(
@@ -238,7 +242,7 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
       release = await gate.enter(name);
       return acceptWebSocket
         ? await found.session.forwardWebSocket(head, acceptWebSocket, settle)
-        : await found.session.forward(head, request.body, settle);
+        : await found.session.forward(head, request.body, settle, request.signal);
     } catch (error) {
       settle();
       throw error;

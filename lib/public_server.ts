@@ -162,6 +162,7 @@ async function respond(response: Response, outgoing: ServerResponse): Promise<vo
   // Flat name/value pairs; Headers yields each Set-Cookie on its own.
   const head: string[] = [];
   response.headers.forEach((value, name) => head.push(name, value));
+  if (outgoing.destroyed) return void response.body?.cancel("visitor left").catch(() => {});
   outgoing.writeHead(response.status, head);
   if (!response.body) return void outgoing.end();
   const reader = response.body.getReader();
@@ -188,6 +189,7 @@ async function respond(response: Response, outgoing: ServerResponse): Promise<vo
 
 /** Resolves once `outgoing` can take more, or is gone. */
 function drained(outgoing: ServerResponse): Promise<void> {
+  if (outgoing.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       outgoing.off("drain", done);

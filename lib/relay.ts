@@ -148,8 +148,9 @@ class ClientSession implements TunnelSession {
     head: FrameOf<"request">,
     body: ReadableStream<Uint8Array> | null,
     onSettled: () => void,
+    visitorGone: AbortSignal,
   ) {
-    return forwardRequest(this.conn, head, body, { ...this.timeouts, onSettled });
+    return forwardRequest(this.conn, head, body, { ...this.timeouts, onSettled, visitorGone });
   }
 
   guard(name: string) {

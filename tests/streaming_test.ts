@@ -91,6 +91,25 @@ Deno.test("a visitor leaving mid-download cancels the origin's response", async 
   assert.equal(after, before + 1, "the origin saw its stream cancelled");
 });
 
+Deno.test("a visitor leaving before the answer frees its request at once, not at the response timeout", async () => {
+  await using processes = new Processes();
+  const { url, relay } = await tunnel(processes);
+  const status = async () =>
+    (await (await visit(`http://localhost:${relay.httpPort}/.well-known/reverprox/status`)).json()).inFlight;
+  const leaving = new AbortController();
+  const hanging = visit(`${url}/hang`, { signal: leaving.signal }).catch(() => "left");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(await status(), 1);
+  leaving.abort();
+  assert.equal(await hanging, "left");
+  let inFlight = 1;
+  for (const deadline = Date.now() + 3_000; inFlight !== 0 && Date.now() < deadline;) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    inFlight = await status();
+  }
+  assert.equal(inFlight, 0);
+});
+
 Deno.test("an origin dying mid-body breaks the visitor's response instead of ending it cleanly", async () => {
   await using processes = new Processes();
   const { url } = await tunnel(processes);
