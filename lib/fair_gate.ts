@@ -14,7 +14,7 @@
  * @example
  * ```ts
  * const lag = new LoopLag();
- * const gate = new FairGate({ slots: 2, holdMs: 10, overloaded: () => lag.ms > 1.5 });
+ * const gate = new FairGate({ slots: 1, holdMs: 10, overloaded: () => lag.ms > 1.5 });
  * const release = await gate.enter("api");
  * try { await forward(); } finally { release(); }
  * ```
@@ -42,7 +42,6 @@ const BUSY_WINDOW_MS = 1000;
 export class FairGate {
   #lanes = new Map<string, Lane>();
   #swept = 0;
-  #parked = 0;
   #holdingUntil = 0;
 
   constructor(readonly options: FairGateOptions) {}
@@ -54,9 +53,7 @@ export class FairGate {
     lane.lastActive = performance.now();
     this.#sweep(lane.lastActive);
     if (lane.busy >= this.options.slots && this.#holdingBack()) {
-      this.#parked++;
       await new Promise<void>((resolve) => lane.waiting.push(resolve));
-      this.#parked--;
     } else {
       lane.busy++;
     }
@@ -73,8 +70,8 @@ export class FairGate {
 
   /**
    * True while more than one tunnel is busy and the relay is overloaded, or
-   * was lately, or still has requests parked: holding back lowers the load,
-   * which must not let a flood straight back in.
+   * was within the last window: holding back lowers the load, which must not
+   * let a flood straight back in at once.
    */
   #holdingBack(): boolean {
     const now = performance.now();
@@ -83,7 +80,7 @@ export class FairGate {
       if ((lane.busy > 0 || lane.lastActive > now - BUSY_WINDOW_MS) && ++busy > 1) break;
     }
     if (busy < 2) return false;
-    if (this.#parked > 0 || this.options.overloaded()) this.#holdingUntil = now + BUSY_WINDOW_MS;
+    if (this.options.overloaded()) this.#holdingUntil = now + BUSY_WINDOW_MS;
     return now < this.#holdingUntil;
   }
 

@@ -114,7 +114,7 @@ export const DEFAULT_RELAY_OPTIONS: Omit<RelayOptions, "identity"> = {
   maxUrlBytes: 8 * 1024,
   maxInFlight: 4096,
   maxInFlightPerTunnel: 1024,
-  activePerTunnel: 2,
+  activePerTunnel: 1,
   ratePerTunnel: 0,
   ratePerIp: 0,
   registration: false,
