@@ -21,7 +21,7 @@ import fc from "fast-check";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
 import { Processes, startRelay } from "../tests/helpers/processes.ts";
-import { rawQuic } from "../tests/helpers/raw_quic.ts";
+import { rawQuic, rawTunnel } from "../tests/helpers/raw_quic.ts";
 
 const flags = new Command("fuzz")
   .option("--frames <n>", "frames to send in all", Number, 1_000_000)
@@ -116,26 +116,9 @@ for (let i = 0; i < flags.hellos && Date.now() < deadline; i++) {
 console.log(`fuzz: phase 1 sent ${sent} first frames:`, helloOutcomes);
 
 // Phase 2: a registered tunnel whose every answer is fuzzed, under wrk load.
-const conn = await connect();
-conn.closed.catch(() => {});
-const control = await conn.createBidirectionalStream();
-const controlWriter = control.writable.getWriter();
 // A name and id the phase-1 corpus never uses, so no fuzzed hello can hold it.
-await controlWriter.write(encodeFrame({
-  type: "hello",
-  version: PROTOCOL_VERSION,
-  clientId: crypto.randomUUID(),
-  tunnels: [{ kind: "http", name: "fuzz-target" }],
-}));
-const controlReader = new FrameReader(control.readable);
-const welcome = await controlReader.expect("welcome");
-// Stay a live client: answer the relay's heartbeats.
-(async () => {
-  for (let frame; (frame = await controlReader.read());) {
-    if (frame.type === "ping") await controlWriter.write(encodeFrame({ type: "pong", seq: frame.seq }));
-  }
-})().catch(() => {});
-const host = new URL(welcome.tunnels[0].url).host;
+const { conn, url, close } = await rawTunnel(quic, "fuzz-target");
+const host = new URL(url).host;
 let answered = 0;
 const target = flags.frames - sent;
 (async () => {
@@ -186,8 +169,7 @@ const alive = await fetch(`http://127.0.0.1:${relay.httpPort}/`).then((response)
 if (!alive) {
   console.log(`fuzz: the relay is gone; its last words:\n${relay.child.lines.slice(-40).join("\n")}`);
 }
-conn.close({ closeCode: 0, reason: "fuzz done" });
-await conn.closed.catch(() => {});
+await close();
 quic.close();
 const exited = await Promise.race([relay.child.status.then(() => true), Promise.resolve(false)]);
 console.log(`fuzz: ${sent + answered} frames in all (${sent} first frames, ${answered} fuzzed answers)`);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
 import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
-import { rawQuic } from "./helpers/raw_quic.ts";
+import { rawQuic, rawTunnel } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
 import WebSocket from "ws";
 
@@ -107,11 +107,7 @@ Deno.test("a client answering with a head that is not valid HTTP gets the visito
   await using processes = new Processes();
   const relay = await startRelay(processes);
   const quic = await rawQuic(processes, relay);
-  const conn = await quic.connect();
-  const control = await conn.createBidirectionalStream();
-  const controlWriter = control.writable.getWriter();
-  await controlWriter.write(hello({ tunnels: [{ kind: "http", name: "evil" }] }));
-  const welcome = await new FrameReader(control.readable).expect("welcome");
+  const { conn, url, close } = await rawTunnel(quic, "evil");
   // Found by `deno task fuzz`: these heads passed `new Response()` but made Deno.serve's writer panic,
   // when the relay served visitors with it.
   const answers: Frame[] = [
@@ -127,14 +123,13 @@ Deno.test("a client answering with a head that is not valid HTTP gets the visito
     }
   })().catch(() => {});
   for (let i = 0; i < 3; i++) {
-    const response = await visit(`${welcome.tunnels[0].url}/`);
+    const response = await visit(`${url}/`);
     assert.equal(response.status, 502);
     assert.equal(response.headers.get("x-reverprox-error"), "origin_error");
     await response.body?.cancel();
   }
   assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
-  conn.close({ closeCode: 0, reason: "done" });
-  await conn.closed.catch(() => {});
+  await close();
   quic.close();
 });
 
@@ -142,10 +137,7 @@ Deno.test("a client closing a WebSocket with a code ws will not send gets the vi
   await using processes = new Processes();
   const relay = await startRelay(processes);
   const quic = await rawQuic(processes, relay);
-  const conn = await quic.connect();
-  const control = await conn.createBidirectionalStream();
-  await control.writable.getWriter().write(hello({ tunnels: [{ kind: "http", name: "evil" }] }));
-  const welcome = await new FrameReader(control.readable).expect("welcome");
+  const { conn, url, close } = await rawTunnel(quic, "evil");
   (async () => {
     for await (const stream of conn.incomingBidirectionalStreams) {
       await new FrameReader(stream.readable).expect("request");
@@ -155,13 +147,12 @@ Deno.test("a client closing a WebSocket with a code ws will not send gets the vi
       await writer.write(encodeFrame({ type: "ws-close", code: 2000, reason: "odd" }));
     }
   })().catch(() => {});
-  const target = new URL(welcome.tunnels[0].url);
+  const target = new URL(url);
   const socket = new WebSocket(`ws://127.0.0.1:${target.port}/`, { headers: { host: target.host } });
   const code = await new Promise<number>((resolve) => socket.once("close", (code: number) => resolve(code)));
   assert.equal(code, 1011);
   assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
-  conn.close({ closeCode: 0, reason: "done" });
-  await conn.closed.catch(() => {});
+  await close();
   quic.close();
 });
 

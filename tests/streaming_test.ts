@@ -13,6 +13,18 @@ import { visit } from "./helpers/visit.ts";
 const run = promisify(execFile);
 const now = () => performance.timeOrigin + performance.now();
 
+/** A chunked POST to `path` through the tunnel at `url`, left open for the caller to write. */
+function chunkedPost(url: string, path: string): http.ClientRequest {
+  const target = new URL(url);
+  return http.request({
+    hostname: "127.0.0.1",
+    port: Number(target.port),
+    method: "POST",
+    path,
+    headers: { host: target.host, "transfer-encoding": "chunked" },
+  });
+}
+
 async function tunnel(processes: Processes) {
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes);
@@ -47,16 +59,10 @@ Deno.test("server-sent events arrive one by one as the origin writes them", asyn
 Deno.test("a request body streams to the origin before the visitor has sent all of it", async () => {
   await using processes = new Processes();
   const { url } = await tunnel(processes);
-  const target = new URL(url);
   const sentFirst = now();
   const timing = await new Promise<{ first: number; last: number; chunks: number }>((resolve, reject) => {
-    const request = http.request({
-      hostname: "127.0.0.1",
-      port: Number(target.port),
-      method: "POST",
-      path: "/upload-timing",
-      headers: { host: target.host, "transfer-encoding": "chunked" },
-    }, (response) => {
+    const request = chunkedPost(url, "/upload-timing");
+    request.on("response", (response) => {
       let text = "";
       response.on("data", (chunk) => text += chunk);
       response.on("end", () => resolve(JSON.parse(text)));
@@ -147,14 +153,7 @@ Deno.test("an origin dying mid-body without a Content-Length still breaks the vi
 Deno.test("a visitor leaving mid-upload breaks the origin's request body instead of ending it", async () => {
   await using processes = new Processes();
   const { url } = await tunnel(processes);
-  const target = new URL(url);
-  const request = http.request({
-    hostname: "127.0.0.1",
-    port: Number(target.port),
-    method: "POST",
-    path: "/upload-outcome",
-    headers: { host: target.host, "transfer-encoding": "chunked" },
-  });
+  const request = chunkedPost(url, "/upload-outcome");
   request.on("error", () => {});
   request.write("x".repeat(10_000));
   await new Promise((resolve) => setTimeout(resolve, 300));

@@ -5,7 +5,8 @@
  * @module
  */
 import { join } from "node:path";
-import { ALPN } from "../../lib/protocol.ts";
+import { encodeFrame, FrameReader } from "../../lib/codec.ts";
+import { ALPN, PROTOCOL_VERSION } from "../../lib/protocol.ts";
 import { trustRelay } from "../../lib/trust.ts";
 import type { Processes, RelayHandle } from "./processes.ts";
 
@@ -28,5 +29,38 @@ export async function rawQuic(processes: Processes, relay: RelayHandle) {
         maxConcurrentBidirectionalStreams: 10_000,
       }),
     close: () => endpoint.close(),
+  };
+}
+
+/**
+ * Connects as a hand-made client holding http tunnel `name`, and answers the
+ * relay's heartbeats so the tunnel stays up. The relay's request streams
+ * arrive on `conn.incomingBidirectionalStreams`.
+ */
+export async function rawTunnel(quic: Awaited<ReturnType<typeof rawQuic>>, name: string) {
+  const conn = await quic.connect();
+  conn.closed.catch(() => {});
+  const control = await conn.createBidirectionalStream();
+  const writer = control.writable.getWriter();
+  await writer.write(encodeFrame({
+    type: "hello",
+    version: PROTOCOL_VERSION,
+    clientId: crypto.randomUUID(),
+    tunnels: [{ kind: "http", name }],
+  }));
+  const reader = new FrameReader(control.readable);
+  const welcome = await reader.expect("welcome");
+  (async () => {
+    for (let frame; (frame = await reader.read());) {
+      if (frame.type === "ping") await writer.write(encodeFrame({ type: "pong", seq: frame.seq }));
+    }
+  })().catch(() => {});
+  return {
+    conn,
+    url: welcome.tunnels[0].url,
+    async close() {
+      conn.close({ closeCode: 0, reason: "done" });
+      await conn.closed.catch(() => {});
+    },
   };
 }
