@@ -195,7 +195,7 @@ export class Relay {
   #http!: PublicServer;
   #caServer: Deno.HttpServer<Deno.NetAddr>;
   #draining = false;
-  #lag = new LoopLag();
+  #lag!: LoopLag;
 
   private constructor(readonly options: RelayOptions) {
     const store = options.tokenStore;
@@ -240,6 +240,7 @@ export class Relay {
   /** Binds the listeners and starts accepting clients. */
   static async start(options: RelayOptions): Promise<Relay> {
     const relay = new Relay(options);
+    relay.#lag = new LoopLag();
     try {
       relay.#http = await servePublic(relay.#app.fetch, {
         hostname: options.hostname,
