@@ -29,6 +29,7 @@ interface ServerFlags {
   tokensFile?: string;
   grace: number;
   responseTimeout: number;
+  helloTimeout: number;
   headerTimeout: number;
   bodyTimeout: number;
   heartbeat: number;
@@ -146,6 +147,10 @@ const program = new Command("reverprox-server")
       "REVERPROX_BODY_TIMEOUT",
     )
       .argParser(int(1, 86_400)).default(defaults.bodyIdleTimeoutMs / 1000),
+  )
+  .addOption(
+    new Option("--hello-timeout <seconds>", "time a new QUIC connection has to say hello before it is closed")
+      .env("REVERPROX_HELLO_TIMEOUT").argParser(int(1, 3600)).default(defaults.handshakeTimeoutMs / 1000),
   )
   .addOption(
     new Option("--response-timeout <seconds>", "time a tunnel has to answer before 504")
@@ -320,6 +325,7 @@ async function main(flags: ServerFlags) {
     graceMs: flags.grace * 1000,
     heartbeatMs: flags.heartbeat * 1000,
     responseTimeoutMs: flags.responseTimeout * 1000,
+    handshakeTimeoutMs: flags.helloTimeout * 1000,
     headerTimeoutMs: flags.headerTimeout * 1000,
     bodyIdleTimeoutMs: flags.bodyTimeout * 1000,
     maxBodyBytes: flags.maxBodyBytes,

@@ -156,6 +156,26 @@ Deno.test("a client closing a WebSocket with a code ws will not send gets the vi
   quic.close();
 });
 
+Deno.test("a connection that never says hello is closed after --hello-timeout; a client gets one stream", async (t) => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes, { args: ["--hello-timeout=1"] });
+  const quic = await rawQuic(processes, relay);
+  await t.step("silent: closed with a reason", async () => {
+    const conn = await quic.connect();
+    const started = performance.now();
+    const info = await conn.closed.catch((error) => ({ closeCode: -1, reason: String(error) }));
+    assert.match(info.reason, /no hello in time/);
+    assert.ok(performance.now() - started < 5_000);
+  });
+  await t.step("a client holding a tunnel cannot open streams beyond its control stream", async () => {
+    const { conn, close } = await rawTunnel(quic, "one-stream");
+    await assert.rejects(conn.createBidirectionalStream({ waitUntilAvailable: false }));
+    await close();
+  });
+  assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
+  quic.close();
+});
+
 Deno.test("past --max-clients-per-ip new QUIC connections are refused until one closes", async () => {
   await using processes = new Processes();
   const origin = await startOrigin(processes);
