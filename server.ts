@@ -185,7 +185,7 @@ const program = new Command("reverprox-server")
   .addOption(
     new Option(
       "--active-per-tunnel <n>",
-      "requests one tunnel may have in progress at once; more wait their turn, so a flood on one tunnel does not slow the others",
+      "requests one tunnel may have in progress while the relay is overloaded and shared; more wait their turn",
     )
       .env("REVERPROX_ACTIVE_PER_TUNNEL").argParser(int(1, 1 << 20)).default(defaults.activePerTunnel),
   )

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { encodeFrame, FrameReader } from "../lib/codec.ts";
 import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
-import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { Processes, spawnClient, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { rawQuic, rawTunnel } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
 import WebSocket from "ws";
@@ -182,11 +182,9 @@ Deno.test("past --max-clients-per-ip new QUIC connections are refused until one 
   const relay = await startRelay(processes, { args: ["--max-clients-per-ip=2"] });
   const first = await startClient(processes, relay, [String(origin.port), "one"]);
   await startClient(processes, relay, [String(origin.port), "two"], { label: "two" });
-  const third = processes.add(
-    Child.script("three", "client.ts", [String(origin.port), "three", `--server=${relay.server}`], {
-      REVERPROX_CONFIG_DIR: await processes.tempDir(),
-    }),
-  );
+  const { child: third } = await spawnClient(processes, relay, [String(origin.port), "three"], {
+    label: "three",
+  });
   await third.waitFor(/relay closed the connection: too many connections from 127\.0\.0\.1/);
   assert.ok(!third.lines.some((line) => line.startsWith("reverprox: online")));
   await first.child.stop();

@@ -3,7 +3,14 @@
  * hashed in SQLite in the state dir, limited to name patterns and tunnel counts.
  */
 import assert from "node:assert/strict";
-import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import {
+  Child,
+  Processes,
+  refusedClient,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 async function tokenCommand(processes: Processes, stateDir: string, ...args: string[]) {
@@ -43,15 +50,8 @@ Deno.test("store tokens: added, limited to a name pattern and a tunnel count, li
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes, { stateDir });
   const port = String(origin.port);
-  const refused = async (label: string, args: string[], pattern: RegExp) => {
-    const child = processes.add(
-      Child.script(label, "client.ts", [...args, `--server=${relay.server}`], {
-        REVERPROX_CONFIG_DIR: await processes.tempDir(),
-      }),
-    );
-    assert.equal((await child.status).code, 1);
-    await child.waitFor(pattern);
-  };
+  const refused = (label: string, args: string[], pattern: RegExp) =>
+    refusedClient(processes, relay, args, pattern, { label });
 
   await t.step("the relay is closed once the store holds a live token", async () => {
     await refused("anonymous", [port, "ci-anon"], /\(unauthorized\)/);

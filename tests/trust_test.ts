@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Child, Processes, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { Processes, refusedClient, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
 import { visit } from "./helpers/visit.ts";
 
 Deno.test("--cert auto makes a CA once and reuses it on restart", async () => {
@@ -40,19 +40,12 @@ Deno.test("a pinned fingerprint connects; a wrong one is refused loudly", async 
   assert.equal((await visit(`${pinned.urls[0]}/`)).status, 200);
 
   const wrong = "ab".repeat(32);
-  const refused = processes.add(
-    Child.script("wrong", "client.ts", [
-      String(origin.port),
-      "wrong",
-      `--fingerprint=${wrong}`,
-      `--server=${relay.server}`,
-    ], {
-      REVERPROX_CONFIG_DIR: await processes.tempDir(),
-    }),
-  );
-  assert.equal((await refused.status).code, 1);
-  await refused.waitFor(
+  await refusedClient(
+    processes,
+    relay,
+    [String(origin.port), "wrong", `--fingerprint=${wrong}`],
     new RegExp(`presents CA fingerprint ${relay.fingerprint}, but ${wrong} is pinned`),
+    { label: "wrong" },
   );
 });
 
@@ -72,17 +65,13 @@ Deno.test("trust on first use remembers the relay; a changed certificate is refu
     httpPort: relay.httpPort,
     quicPort: relay.quicPort,
   });
-  const refused = processes.add(
-    Child.script("client-again", "client.ts", [
-      String(origin.port),
-      "tofu",
-      `--server=${impostor.server}`,
-    ], {
-      REVERPROX_CONFIG_DIR: client.configDir,
-    }),
+  await refusedClient(
+    processes,
+    impostor,
+    [String(origin.port), "tofu"],
+    /WARNING: the fingerprint of relay 127\.0\.0\.1:\d+ has changed!/,
+    { label: "client-again", configDir: client.configDir },
   );
-  assert.equal((await refused.status).code, 1);
-  await refused.waitFor(/WARNING: the fingerprint of relay 127\.0\.0\.1:\d+ has changed!/);
 });
 
 Deno.test("a relay with tokens refuses clients without the right one", async () => {
@@ -106,17 +95,12 @@ Deno.test("a relay with tokens refuses clients without the right one", async () 
   });
   assert.equal((await visit(`${viaEnv.urls[0]}/`)).status, 200);
   for (const [label, args] of [["no token", []], ["wrong token", ["--token=nope"]]] as const) {
-    const refused = processes.add(
-      Child.script(
-        label,
-        "client.ts",
-        [String(origin.port), "x", `--server=${relay.server}`, ...args],
-        {
-          REVERPROX_CONFIG_DIR: await processes.tempDir(),
-        },
-      ),
+    await refusedClient(
+      processes,
+      relay,
+      [String(origin.port), "x", ...args],
+      /relay refused: .*\(unauthorized\)/,
+      { label },
     );
-    assert.equal((await refused.status).code, 1);
-    await refused.waitFor(/relay refused: .*\(unauthorized\)/);
   }
 });

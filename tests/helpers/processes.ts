@@ -182,8 +182,26 @@ export async function startClient(
   processes: Processes,
   relay: RelayHandle,
   args: string[],
-  options: { configDir?: string; env?: Record<string, string>; tunnels?: number; label?: string } = {},
+  options: ClientOptions & { tunnels?: number } = {},
 ): Promise<ClientHandle> {
+  const { child, configDir } = await spawnClient(processes, relay, args, options);
+  return { child, configDir, urls: await onlineUrls(child, options.tunnels ?? 1) };
+}
+
+interface ClientOptions {
+  /** Its own config dir (a new temp dir by default). */
+  configDir?: string;
+  env?: Record<string, string>;
+  label?: string;
+}
+
+/** Starts a client for `relay` without waiting for it to come online. */
+export async function spawnClient(
+  processes: Processes,
+  relay: RelayHandle,
+  args: string[],
+  options: ClientOptions = {},
+): Promise<{ child: Child; configDir: string }> {
   const configDir = options.configDir ?? await processes.tempDir();
   const child = processes.add(
     Child.script(options.label ?? "client", "client.ts", [...args, `--server=${relay.server}`], {
@@ -191,7 +209,21 @@ export async function startClient(
       ...options.env,
     }),
   );
-  return { child, configDir, urls: await onlineUrls(child, options.tunnels ?? 1) };
+  return { child, configDir };
+}
+
+/** Starts a client the relay must refuse: it has to exit with code 1 after printing `pattern`. */
+export async function refusedClient(
+  processes: Processes,
+  relay: RelayHandle,
+  args: string[],
+  pattern: RegExp,
+  options: ClientOptions = {},
+): Promise<void> {
+  const { child } = await spawnClient(processes, relay, args, options);
+  const { code } = await child.status;
+  if (code !== 1) throw new Error(`the client exited with ${code}, not 1\n${child.output()}`);
+  await child.waitFor(pattern);
 }
 
 /** Waits for an "online" line at or after line `from` and returns the tunnel URLs printed under it. */
