@@ -26,6 +26,18 @@ function sampleRss(pids: number[]) {
   };
 }
 
+/** Moves `bytes` with `transfer` while sampling `pids`; logs the speed and fails past RSS_LIMIT_MB. */
+async function measured(label: string, bytes: number, pids: number[], transfer: () => Promise<void>) {
+  const stop = sampleRss(pids);
+  const started = performance.now();
+  await transfer();
+  const seconds = (performance.now() - started) / 1000;
+  const [relayMB, clientMB] = stop();
+  const peaks = `peak RSS relay ${relayMB} MB, client ${clientMB} MB`;
+  console.log(`${label}: ${(bytes / 2 ** 20 / seconds).toFixed(0)} MB/s, ${peaks}`);
+  assert.ok(relayMB < RSS_LIMIT_MB && clientMB < RSS_LIMIT_MB, peaks);
+}
+
 Deno.test("2 GB down and 2 GB up with equal checksums and flat memory", async (t) => {
   await using processes = new Processes();
   const origin = await startOrigin(processes);
@@ -34,43 +46,21 @@ Deno.test("2 GB down and 2 GB up with equal checksums and flat memory", async (t
   const url = client.urls[0];
   const size = 2 * GB;
   const expected = patternSha256(size);
+  const pids = [relay.child.pid, client.child.pid];
 
   await t.step("download", async () => {
-    const stop = sampleRss([relay.child.pid, client.child.pid]);
-    const started = performance.now();
-    const response = await visit(`${url}/download?bytes=${size}`);
-    const got = await streamSha256(response.body!);
-    const seconds = (performance.now() - started) / 1000;
-    const [relayMB, clientMB] = stop();
-    console.log(
-      `download: ${
-        (size / 2 ** 20 / seconds).toFixed(0)
-      } MB/s, peak RSS relay ${relayMB} MB, client ${clientMB} MB`,
-    );
-    assert.deepEqual(got, { sha256: expected, bytes: size });
-    assert.ok(
-      relayMB < RSS_LIMIT_MB && clientMB < RSS_LIMIT_MB,
-      `peak RSS relay ${relayMB} MB, client ${clientMB} MB`,
-    );
+    await measured("download", size, pids, async () => {
+      const response = await visit(`${url}/download?bytes=${size}`);
+      assert.deepEqual(await streamSha256(response.body!), { sha256: expected, bytes: size });
+    });
   });
   await t.step("upload", async () => {
-    const stop = sampleRss([relay.child.pid, client.child.pid]);
-    const started = performance.now();
-    // Chunked, as a streamed upload of unknown size goes.
-    const response = await visit(`${url}/echo`, { method: "POST", body: patternStream(size) });
-    const seen = await response.json();
-    const seconds = (performance.now() - started) / 1000;
-    const [relayMB, clientMB] = stop();
-    console.log(
-      `upload: ${
-        (size / 2 ** 20 / seconds).toFixed(0)
-      } MB/s, peak RSS relay ${relayMB} MB, client ${clientMB} MB`,
-    );
-    assert.equal(seen.bytes, size);
-    assert.equal(seen.sha256, expected);
-    assert.ok(
-      relayMB < RSS_LIMIT_MB && clientMB < RSS_LIMIT_MB,
-      `peak RSS relay ${relayMB} MB, client ${clientMB} MB`,
-    );
+    await measured("upload", size, pids, async () => {
+      // Chunked, as a streamed upload of unknown size goes.
+      const response = await visit(`${url}/echo`, { method: "POST", body: patternStream(size) });
+      const seen = await response.json();
+      assert.equal(seen.bytes, size);
+      assert.equal(seen.sha256, expected);
+    });
   });
 });
