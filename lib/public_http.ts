@@ -19,7 +19,7 @@ import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import { errorPage, type PageCode } from "./pages.ts";
-import { endToEndHeaders, headerBytes, headerPairs, withForwarded } from "./headers.ts";
+import { endToEndHeaders, headerBytes, type HeaderPairs, headerPairs, withForwarded } from "./headers.ts";
 import type { Lookup } from "./registry.ts";
 import type { FrameOf } from "./protocol.ts";
 import { getLogger } from "./log.ts";
@@ -89,9 +89,17 @@ export interface PublicAppOptions extends PublicLimits {
   overloaded(): boolean;
 }
 
+/** What the caps middleware has parsed already, for the handler to reuse. */
+interface Parsed {
+  url: URL;
+  headers: HeaderPairs;
+}
+
 /** Builds the public app. */
-export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: PublicBindings }> {
-  const app = new Hono<{ Bindings: PublicBindings }>();
+export function createPublicApp(
+  options: PublicAppOptions,
+): Hono<{ Bindings: PublicBindings; Variables: Parsed }> {
+  const app = new Hono<{ Bindings: PublicBindings; Variables: Parsed }>();
   let inFlight = 0;
   const inFlightByTunnel = new Map<string, number>();
   const perTunnel = new RateLimiter(options.ratePerTunnel);
@@ -130,6 +138,8 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
         `The request headers are over ${options.maxHeaderBytes} bytes.`,
       );
     }
+    c.set("url", url);
+    c.set("headers", headers);
     await next();
   });
 
@@ -152,7 +162,7 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
     const host = hostName(hostHeader);
     const name = tunnelName(host, options.domain);
     if (name === undefined) {
-      const path = new URL(c.req.url).pathname;
+      const path = c.get("url").pathname;
       if (path === "/.well-known/reverprox.json") return c.json(options.info());
       // Counters for operators and the fuzz campaign: in-flight must drop back to 0 when idle.
       if (path === "/.well-known/reverprox/status") return c.json({ inFlight, ...options.stats() });
@@ -211,7 +221,7 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
     if (upgrade === "websocket" && !acceptWebSocket) {
       return errorPage(400, "bad_request", "This is not a valid WebSocket handshake.");
     }
-    const url = new URL(request.url);
+    const url = c.get("url");
     const head: FrameOf<"request"> = {
       type: "request",
       tunnel: name,
@@ -219,7 +229,7 @@ export function createPublicApp(options: PublicAppOptions): Hono<{ Bindings: Pub
       target: url.pathname + url.search,
       headers: withForwarded(
         // `Expect: 100-continue` was already answered by node:http; the origin gets the body directly.
-        endToEndHeaders(request.headers).filter(([key]) => key !== "expect"),
+        endToEndHeaders(c.get("headers")).filter(([key]) => key !== "expect"),
         { remoteAddr: visitor, proto: options.publicScheme, host: hostHeader },
       ),
       remoteAddr: visitor,
