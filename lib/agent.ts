@@ -298,14 +298,13 @@ export class Agent {
       head = await reader.expect("request", "tcp-open");
     } catch (error) {
       log.warn("bad stream from relay: {error}", { error: String(error) });
-      await writer.abort(error).catch(() => {});
-      return;
+      return giveUp(reader, writer);
     }
     const tunnel = this.#routes.get(`${head.type === "request" ? "http" : "tcp"}:${head.tunnel}`);
     if (!tunnel) {
-      await writer.abort("unknown tunnel").catch(() => {});
-      await reader.cancel();
-      return;
+      // A TCP stream carries bodies, not frames: it just ends.
+      const answer = { type: "error", code: "internal", message: `no tunnel "${head.tunnel}" here` } as const;
+      return giveUp(reader, writer, head.type === "request" ? answer : undefined);
     }
     if (head.type === "tcp-open") {
       const reached = await answerTcp(head, reader, writer, tunnel.origin);
@@ -325,9 +324,7 @@ export class Agent {
     } catch (error) {
       // node:http and ws throw at once on a request they cannot send (say, a control byte in a header).
       log.warn("cannot pass {method} {target} to the origin: {error}", { ...head, error: String(error) });
-      await writer.abort(error).catch(() => {});
-      await reader.cancel(error);
-      return;
+      return giveUp(reader, writer, { type: "error", code: "origin_error", message: String(error) });
     }
     this.#noteOrigin(tunnel, outcome.error?.code !== "origin_refused");
     this.options.onRequest?.(head.tunnel, outcome);
@@ -356,4 +353,18 @@ export class Agent {
     }
     await withTimeout(conn.closed, 2_000, "close").catch(() => {});
   }
+}
+
+/**
+ * Ends a relay stream this client cannot serve, with `answer` if given. A close, not a reset: Deno's
+ * QUIC may never show a reset to the relay, while a stream that ends early is a 502 there at once.
+ */
+async function giveUp(
+  reader: FrameReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  answer?: FrameOf<"error">,
+): Promise<void> {
+  if (answer) await writer.write(encodeFrame(answer)).catch(() => {});
+  await writer.close().catch(() => {});
+  await reader.cancel();
 }
