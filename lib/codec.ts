@@ -235,7 +235,8 @@ export class FrameReader {
         try {
           while (left === 0) {
             await fill(BODY_PREFIX_BYTES);
-            left = new DataView(take(BODY_PREFIX_BYTES).slice().buffer).getUint32(0);
+            const prefix = take(BODY_PREFIX_BYTES);
+            left = new DataView(prefix.buffer, prefix.byteOffset, BODY_PREFIX_BYTES).getUint32(0);
             if (left === BODY_ABORTED) throw new BodyAbortedError();
             if (left > 0) continue;
             // The end marker; the stream itself must end with it.
