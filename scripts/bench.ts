@@ -3,6 +3,10 @@
  *   1. the origin directly (the limit),
  *   2. `ssh -R` through a private sshd on loopback (the classic self-hosted tunnel),
  *   3. reverprox (relay + client as real processes),
+ *   4. reverprox with the client on the TCP transport (`--transport tcp`, as when UDP is blocked) and on
+ *      long-polling (`--transport http`, as when only HTTP requests pass),
+ *   5. reverprox over HTTPS (`--tls FILE` with a self-signed wildcard made for the run; wrk and curl
+ *      skip verification),
  * then a scale run of idle tunnels. Prints a table, writes `bench/results.json`
  * and `bench/ratios.svg`. Ratios against direct, from the same run, are what
  * compare across runs and machines.
@@ -15,8 +19,18 @@
 import { Command } from "commander";
 import { join } from "node:path";
 import http from "node:http";
+import https from "node:https";
 import WebSocket from "ws";
-import { Child, memoryMB, Processes, ROOT, startClient, startRelay } from "../tests/helpers/processes.ts";
+import {
+  Child,
+  cpuMs,
+  memoryMB,
+  Processes,
+  ROOT,
+  startClient,
+  startRelay,
+} from "../tests/helpers/processes.ts";
+import { selfSigned } from "../tests/helpers/certs.ts";
 import { startSshTunnel } from "./bench/ssh.ts";
 import { wrk, type WrkResult } from "./bench/wrk.ts";
 import { ratioChart } from "./bench/chart.ts";
@@ -50,6 +64,8 @@ interface Row {
   sseFirstEventMs: number;
   bigDownloadMBps: number;
   bigUploadMBps: number;
+  /** CPU time per 1,000 requests of the c32 run, per process (ms): independent of how the cores are shared. */
+  cpuMsPer1k: Record<string, number>;
   /** Resident memory now, and the peak over the run (VmHWM), per process. */
   rssMB: Record<string, { now: number; peak: number }>;
 }
@@ -81,19 +97,34 @@ if (flags.ssh) {
     });}
 }
 
-const relay = await startRelay(processes, { args: ["--heartbeat=5", "--log-level=warning"] });
-const client = await startClient(processes, relay, [
-  "http",
-  String(originPort),
-  "--name=bench",
-  "--log-level=warning",
-]);
-targets.push({
-  name: "reverprox",
-  url: `http://127.0.0.1:${relay.httpPort}`,
-  host: new URL(client.urls[0]).host,
-  pids: { relay: relay.child.pid, client: client.child.pid },
-});
+targets.push(await reverprox("reverprox", []));
+// One row per fallback transport of the client (`--transport`).
+for (const [name, transport] of [["reverprox tcp", "tcp"], ["reverprox long-poll", "http"]]) {
+  targets.push(await reverprox(name, [], [`--transport=${transport}`]));
+}
+const wildcard = await selfSigned(await processes.tempDir(), "wildcard", ["localhost", "*.localhost"]);
+targets.push(
+  await reverprox("reverprox https", [`--tls=${wildcard.cert}`, `--key=${wildcard.key}`, "--https-port=0"]),
+);
+
+/** A relay (with `relayArgs`) and a client (with `clientArgs`) for the origin, as a target. */
+async function reverprox(name: string, relayArgs: string[], clientArgs: string[] = []): Promise<Target> {
+  const relay = await startRelay(processes, { args: ["--heartbeat=5", "--log-level=warning", ...relayArgs] });
+  const client = await startClient(processes, relay, [
+    "http",
+    String(originPort),
+    "--name=bench",
+    "--log-level=warning",
+    ...clientArgs,
+  ]);
+  const secure = relay.httpsPort !== undefined;
+  return {
+    name,
+    url: secure ? `https://127.0.0.1:${relay.httpsPort}` : `http://127.0.0.1:${relay.httpPort}`,
+    host: new URL(client.urls[0]).host,
+    pids: { relay: relay.child.pid, client: client.child.pid },
+  };
+}
 
 const bytes = flags.mb * 1024 * 1024;
 const uploadFile = join(await processes.tempDir(), "upload.bin");
@@ -114,12 +145,19 @@ if (flags.bigMb) {
 const rows: Row[] = [];
 for (const target of targets) {
   console.error(`bench: ${target.name} …`);
+  const cpuBefore = Object.fromEntries(Object.entries(target.pids).map(([name, pid]) => [name, cpuMs(pid)]));
   const c32 = await wrk(`${target.url}/`, {
     connections: 32,
     threads: 2,
     seconds: flags.seconds,
     host: target.host,
   });
+  const requests = c32.requestsPerSecond * flags.seconds;
+  const cpuMsPer1k = Object.fromEntries(
+    Object.entries(target.pids).map((
+      [name, pid],
+    ) => [name, (cpuMs(pid) - cpuBefore[name]) / requests * 1000]),
+  );
   const c1 = await wrk(`${target.url}/`, {
     connections: 1,
     threads: 1,
@@ -167,6 +205,7 @@ for (const target of targets) {
     sseFirstEventMs,
     bigDownloadMBps,
     bigUploadMBps,
+    cpuMsPer1k,
     rssMB,
   });
 }
@@ -193,8 +232,10 @@ console.log(`\nwrote bench/results.json and bench/ratios.svg`);
 /** MB/s that curl reports for one transfer (MB = 2^20 bytes). */
 async function curlSpeed(target: Target, args: string[], direction: "download" | "upload"): Promise<number> {
   const headers = target.host ? ["-H", `Host: ${target.host}`] : [];
+  // The HTTPS row's certificate is self-signed for the run.
+  const insecure = target.url.startsWith("https:") ? ["--insecure"] : [];
   const output = await new Deno.Command("curl", {
-    args: ["-s", "--fail", "-w", `%{speed_${direction}}`, ...headers, ...args],
+    args: ["-s", "--fail", "-w", `%{speed_${direction}}`, ...insecure, ...headers, ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -210,6 +251,7 @@ async function curlSpeed(target: Target, args: string[], direction: "download" |
 async function webSocketRtt(target: Target): Promise<number> {
   const socket = new WebSocket(`${target.url.replace("http", "ws")}/ws`, {
     headers: target.host ? { host: target.host } : {},
+    rejectUnauthorized: false,
   });
   await new Promise((resolve, reject) => {
     socket.once("open", resolve);
@@ -234,12 +276,13 @@ async function sseFirstEvent(target: Target): Promise<number> {
   for (let i = 0; i < 20; i++) {
     const started = performance.now();
     await new Promise<void>((resolve, reject) => {
-      const request = http.get({
+      const request = (url.protocol === "https:" ? https : http).get({
         hostname: url.hostname,
         port: url.port,
         path: url.pathname,
         headers: target.host ? { host: target.host } : {},
         agent: false,
+        rejectUnauthorized: false,
       }, (response) => {
         response.once("data", () => {
           times.push(performance.now() - started);
@@ -293,8 +336,8 @@ function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): 
   const ratio = (value: number, base: number) =>
     Number.isFinite(value) && base ? ` (${(value / base).toFixed(2)}x)` : "";
   const lines = [
-    "| path | req/s c32 | p50 / p99 c32 (ms) | req/s c1 | p50 / p99 c1 (ms) | download MB/s | upload MB/s | WS echo RTT (ms) | SSE first event (ms) | long download / upload MB/s | RSS now / peak (MB) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| path | req/s c32 | p50 / p99 c32 (ms) | req/s c1 | p50 / p99 c1 (ms) | download MB/s | upload MB/s | WS echo RTT (ms) | SSE first event (ms) | long download / upload MB/s | CPU ms per 1k req (c32) | RSS now / peak (MB) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const row of rows) {
     lines.push(
@@ -310,6 +353,7 @@ function table(rows: Row[], scaleRows: Awaited<ReturnType<typeof scaleRun>>[]): 
         `${row.uploadMBps.toFixed(0)}${ratio(row.uploadMBps, direct.uploadMBps)} | ` +
         `${row.wsRttMs.toFixed(3)} | ${row.sseFirstEventMs.toFixed(2)} | ` +
         `${row.bigDownloadMBps.toFixed(0)} / ${row.bigUploadMBps.toFixed(0)} | ` +
+        `${Object.entries(row.cpuMsPer1k).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")} | ` +
         `${Object.entries(row.rssMB).map(([k, v]) => `${k} ${v.now} / ${v.peak}`).join(", ")} |`,
     );
   }

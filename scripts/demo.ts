@@ -8,10 +8,12 @@
  */
 import { Command, Option } from "commander";
 import { join } from "node:path";
-import { Agent } from "../lib/agent.ts";
-import { loadOrCreateIdentity } from "../lib/cert.ts";
-import { DEFAULT_RELAY_OPTIONS, Relay } from "../lib/relay.ts";
-import { setupLogging } from "../lib/log.ts";
+import { Agent } from "../lib/agent/agent.ts";
+import { quicRelay } from "../lib/agent/link.ts";
+import { printRequestLog } from "../lib/agent/request_log.ts";
+import { loadOrCreateIdentity } from "../lib/relay/identity.ts";
+import { DEFAULT_RELAY_OPTIONS, Relay } from "../lib/relay/relay.ts";
+import { setupLogging } from "../lib/shared/log.ts";
 import { sampleApp } from "./sample_app.ts";
 
 const flags = new Command("demo")
@@ -44,30 +46,26 @@ try {
 }
 const stopping = new AbortController();
 const agent = new Agent({
-  relay: { hostname: "127.0.0.1", port: relay.quicPort },
-  fingerprint: relay.options.identity.fingerprint,
-  knownRelaysFile: join(scratch, "known_relays"),
+  connect: quicRelay({
+    relay: { hostname: "127.0.0.1", port: relay.quicPort },
+    fingerprint: relay.options.identity.fingerprint,
+    knownRelaysFile: join(scratch, "known_relays"),
+  }),
   clientId: crypto.randomUUID(),
   tunnels: [{
     kind: "http",
     name: "demo",
     origin: { protocol: "http:", hostname: "127.0.0.1", port: app.addr.port },
   }],
-  onOnline(grants) {
-    console.log(
-      `reverprox demo: relay on :${relay.httpPort} (HTTP) and :${relay.quicPort} (QUIC), sample app on :${app.addr.port}`,
-    );
-    for (const grant of grants) console.log(`\n  open ${grant.url}\n  or:  curl ${grant.url}\n`);
-    console.log("Requests show below; Ctrl-C stops everything.");
-  },
-  onRequest(_tunnel, outcome) {
-    console.log(
-      `${new Date().toTimeString().slice(0, 8)} ${outcome.method} ${outcome.target} ${outcome.status} ${
-        Math.round(outcome.durationMs)
-      } ms`,
-    );
-  },
 });
+agent.events.on("online", ({ tunnels }) => {
+  console.log(
+    `reverprox demo: relay on :${relay.httpPort} (HTTP) and :${relay.quicPort} (QUIC), sample app on :${app.addr.port}`,
+  );
+  for (const tunnel of tunnels) console.log(`\n  open ${tunnel.url}\n  or:  curl ${tunnel.url}\n`);
+  console.log("Requests show below; Ctrl-C stops everything.");
+});
+printRequestLog(agent.events, { showTunnel: false });
 for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, () => stopping.abort());
 await agent.run(stopping.signal);
 await relay.shutdown("demo over");

@@ -2,7 +2,9 @@
  * `deno task soak`: rounds of 100,000 requests through one tunnel, printing
  * the relay's and the client's RSS after each, to show memory stays flat; and
  * a flood on one tunnel while another tunnel's latency is sampled, against
- * the same tunnel idle.
+ * the same tunnel idle; then, with the relay under `ulimit -n 1024`, a flood
+ * of 1,100 idle connections on its public port and 1,100 on its info port,
+ * after which it must still be alive and serving.
  *
  * Flags: `--rounds N` (3), `--requests N` per round (100,000), `--relay-arg F`
  * (repeatable, passed to the relay). Needs wrk.
@@ -29,7 +31,8 @@ const port = (await origin.waitFor(/^ready port=(\d+)/))[1];
 const quietOrigin = processes.add(Child.script("quiet-origin", "scripts/bench/origin.ts", []));
 const quietPort = (await quietOrigin.waitFor(/^ready port=(\d+)/))[1];
 const relay = await startRelay(processes, {
-  args: ["--log-level=warning", "--heartbeat=5", ...flags.relayArg],
+  args: ["--log-level=warning", "--heartbeat=5", "--max-conns-per-ip=100000", ...flags.relayArg],
+  fileLimit: 1024,
 });
 const soaked = await startClient(processes, relay, [port, "soak", "--log-level=warning"]);
 const quiet = await startClient(processes, relay, [quietPort, "quiet", "--log-level=warning"], {
@@ -70,3 +73,28 @@ console.log(
     `during a flood on another tunnel ${during.p50Ms.toFixed(2)}/${during.p99Ms.toFixed(2)} ms ` +
     `(${(during.p50Ms / idle.p50Ms).toFixed(1)}x at p50)`,
 );
+
+/** Holds `count` idle connections to `port` (from a process with room for them) until the result is read. */
+async function connectionFlood(port: number, count: number) {
+  const child = processes.add(
+    Child.script("flood", "tests/fixtures/conn_flood.ts", [String(port), String(count)], {}, {
+      fileLimit: count + 256,
+    }),
+  );
+  const [line] = await child.waitFor(/^held \d+ closed \d+/, { timeoutMs: 60_000 });
+  return { child, line };
+}
+
+const floods = [await connectionFlood(relay.httpPort, 1_100), await connectionFlood(relay.quicPort, 1_100)];
+const floodedProbe = await wrk(url, { connections: 1, threads: 1, seconds: 2, host: quietHost });
+for (const flood of floods) await flood.child.stop();
+await new Promise((resolve) => setTimeout(resolve, 1_000));
+const afterFlood = await wrk(url, { connections: 1, threads: 1, seconds: 2, host: quietHost });
+const relayAlive = await Promise.race([relay.child.status.then(() => false), Promise.resolve(true)]);
+console.log(
+  `connection flood under ulimit -n 1024: public port ${floods[0].line}, info port ${floods[1].line}; ` +
+    `during it ${floodedProbe.requestsPerSecond.toFixed(0)} req/s got through, after it ` +
+    `${afterFlood.requestsPerSecond.toFixed(0)} req/s (p50 ${afterFlood.p50Ms.toFixed(2)} ms); relay ` +
+    (relayAlive ? "alive" : "DEAD"),
+);
+Deno.exitCode = relayAlive && afterFlood.requestsPerSecond > 0 ? 0 : 1;

@@ -37,13 +37,16 @@ Deno.test("malformed hosts, CRLF tricks, absurd lengths and header floods get cl
     `GET /echo HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`;
 
   await t.step(
-    "hosts that name no tunnel are 404; the bare or a foreign domain is the relay's page",
+    "hosts that name no tunnel are 404, the bare domain is the relay's page, foreign hosts are 421",
     async () => {
       for (const host of ["a.tenant.localhost", "tenant..localhost", "tenant-2.localhost"]) {
         assert.equal(await rawStatus(port, get(host)), 404, host);
       }
-      for (const host of [".localhost", "localhost", "tenant.localhost.evil.com"]) {
+      for (const host of ["localhost", "localhost.", "tenant.localhost.", "tenant.localhost.:1"]) {
         assert.equal(await rawStatus(port, get(host)), 200, host);
+      }
+      for (const host of [".localhost", "tenant.localhost.evil.com", "127.0.0.1", "evil.example"]) {
+        assert.equal(await rawStatus(port, get(host)), 421, host);
       }
     },
   );

@@ -52,7 +52,7 @@ Deno.test("config set/get/show store settings privately; env and flags override 
   const unknown = await cli(processes, "client.ts", ["config", "set", "colour", "blue"], env);
   assert.equal(unknown.code, 2);
   assert.match(unknown.out, /unknown key colour/);
-  const badServer = await cli(processes, "client.ts", ["config", "set", "server", "http://x"], env);
+  const badServer = await cli(processes, "client.ts", ["config", "set", "server", "ftp://x"], env);
   assert.equal(badServer.code, 2);
   assert.match(badServer.out, /server must be quic:\/\/host:port/);
 });

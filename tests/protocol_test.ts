@@ -3,9 +3,16 @@
  * input gets a typed refusal, and the relay keeps serving everyone else.
  */
 import assert from "node:assert/strict";
-import { encodeFrame, FrameReader } from "../lib/codec.ts";
-import { type Frame, PROTOCOL_VERSION } from "../lib/protocol.ts";
-import { Processes, spawnClient, startClient, startOrigin, startRelay } from "./helpers/processes.ts";
+import { encodeFrame, FrameReader } from "../lib/wire/codec.ts";
+import { type Frame, PROTOCOL_VERSION } from "../lib/wire/protocol.ts";
+import {
+  Processes,
+  refusedClient,
+  spawnClient,
+  startClient,
+  startOrigin,
+  startRelay,
+} from "./helpers/processes.ts";
 import { rawQuic, rawTunnel } from "./helpers/raw_quic.ts";
 import { visit } from "./helpers/visit.ts";
 import WebSocket from "ws";
@@ -174,6 +181,48 @@ Deno.test("a connection that never says hello is closed after --hello-timeout; a
   });
   assert.equal((await visit(`http://localhost:${relay.httpPort}/`)).status, 200);
   quic.close();
+});
+
+Deno.test("a client of the previous protocol is told to upgrade, in its own framing, not left hanging", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  const quic = await rawQuic(processes, relay, "reverprox/2");
+  const conn = await quic.connect();
+  const stream = await conn.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  // A version-2 hello: version byte 2, type 1 (hello).
+  const hello = new TextEncoder().encode(
+    JSON.stringify({ type: "hello", version: 2, tunnels: [{ kind: "http", name: "old" }] }),
+  );
+  await writer.write(new Uint8Array([2, 1, 0, 0, hello.length >> 8, hello.length & 0xff, ...hello]));
+  const answer = new Uint8Array(await new Response(stream.readable).arrayBuffer());
+  assert.deepEqual([...answer.subarray(0, 2)], [2, 3], "a version-2 error frame");
+  const error = JSON.parse(new TextDecoder().decode(answer.subarray(6)));
+  assert.equal(error.code, "bad_version");
+  assert.match(error.message, /relay speaks protocol 3, your reverprox reverprox\/2; upgrade reverprox/);
+  const closed = await conn.closed.catch((error) => ({ closeCode: -1, reason: String(error) }));
+  assert.match(closed.reason, /bad_version/);
+  quic.close();
+});
+
+Deno.test("a client whose relay speaks an older protocol says which to upgrade, before any handshake", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  const info = await (await fetch(`http://127.0.0.1:${relay.quicPort}/.well-known/reverprox.json`)).json();
+  const oldRelay = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => Response.json({ ...info, protocol: 2 }),
+  );
+  try {
+    await refusedClient(
+      processes,
+      { ...relay, server: `quic://127.0.0.1:${oldRelay.addr.port}` },
+      ["9", "x"],
+      /speaks protocol 2, this reverprox 3: upgrade the relay/,
+    );
+  } finally {
+    await oldRelay.shutdown();
+  }
 });
 
 Deno.test("past --max-clients-per-ip new QUIC connections are refused until one closes", async () => {

@@ -10,6 +10,7 @@ import {
   Child,
   onlineUrls,
   Processes,
+  refusedClient,
   type RelayHandle,
   restartRelay,
   startClient,
@@ -162,4 +163,24 @@ Deno.test("redis-cli talks to redis-server through a TCP tunnel", {
   const big = "x".repeat(100_000);
   await cli("SET", "big", big);
   assert.equal((await cli("STRLEN", "big")).stdout.trim(), "100000");
+});
+
+Deno.test("a client holds at most --max-tcp-tunnels-per-client TCP tunnels, over all processes of one install", async () => {
+  await using processes = new Processes();
+  const echo = await startEcho(processes);
+  const relay = await startRelay(processes, {
+    args: ["--tcp-ports=21600-21699", "--max-tcp-tunnels-per-client=2"],
+  });
+  const install = await processes.tempDir();
+  for (const label of ["tcp 1", "tcp 2"]) {
+    await startClient(processes, relay, ["tcp", String(echo)], { configDir: install, label });
+  }
+  await refusedClient(
+    processes,
+    relay,
+    ["tcp", String(echo)],
+    /a client may hold 2 TCP tunnels on this relay; 2 are open \(too_many_tunnels\)/,
+    { configDir: install, label: "tcp 3" },
+  );
+  await startClient(processes, relay, ["tcp", String(echo)], { label: "another install" });
 });

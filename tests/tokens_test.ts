@@ -38,7 +38,7 @@ Deno.test("store tokens: added, limited to a name pattern and a tunnel count, li
   assert.match(token, /^rp_[\w-]{32}$/);
 
   const listed = await tokenCommand(processes, stateDir, "list");
-  assert.match(listed.lines.join("\n"), /^1\tci\tnames=ci-\*\tmax=2\tcreated /m);
+  assert.match(listed.lines.join("\n"), /^1\tci\tnames=ci-\*\tmax=2\ttcp=-\tcreated /m);
   assert.doesNotMatch(listed.lines.join("\n"), new RegExp(token));
   const db = await Deno.readFile(`${stateDir}/state.db`);
   assert.equal(
@@ -70,7 +70,7 @@ Deno.test("store tokens: added, limited to a name pattern and a tunnel count, li
     await refused(
       "third",
       [port, "ci-three", `--token=${token}`],
-      /may hold 2 tunnels; 2 are open elsewhere \(too_many_tunnels\)/,
+      /may hold 2 tunnels; 2 are open \(too_many_tunnels\)/,
     );
   });
   await t.step("a revoked token is refused from the next connection", async () => {
@@ -78,4 +78,64 @@ Deno.test("store tokens: added, limited to a name pattern and a tunnel count, li
     await refused("revoked", [port, "ci-four", `--token=${token}`], /\(unauthorized\)/);
     assert.match((await tokenCommand(processes, stateDir, "list")).lines[0], /revoked /);
   });
+});
+
+Deno.test("--max-tunnels counts every live session of the token, also other processes of the same install", async () => {
+  await using processes = new Processes();
+  const stateDir = await processes.tempDir();
+  const token = (await tokenCommand(processes, stateDir, "add", "--names=ci-*", "--max-tunnels=2")).lines[0];
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { stateDir });
+  const install = await processes.tempDir();
+  const args = (name: string) => [String(origin.port), name, `--token=${token}`];
+  const first = await startClient(processes, relay, args("ci-1"), { configDir: install, label: "ci-1" });
+  await startClient(processes, relay, args("ci-2"), { configDir: install, label: "ci-2" });
+  for (const name of ["ci-3", "ci-4"]) {
+    await refusedClient(
+      processes,
+      relay,
+      args(name),
+      /may hold 2 tunnels; 2 are open \(too_many_tunnels\)/,
+      { configDir: install, label: name },
+    );
+  }
+  // A restarted process of the same install replaces its own older session, which is not counted twice.
+  first.child.kill("SIGKILL");
+  const again = await startClient(processes, relay, args("ci-1"), {
+    configDir: install,
+    label: "ci-1 again",
+  });
+  assert.equal((await visit(`${again.urls[0]}/`)).status, 200);
+});
+
+Deno.test("--max-tcp-tunnels caps a token's TCP tunnels; 0 allows none", async () => {
+  await using processes = new Processes();
+  const stateDir = await processes.tempDir();
+  const oneTcp =
+    (await tokenCommand(processes, stateDir, "add", "--label=db", "--max-tcp-tunnels=1")).lines[0];
+  const noTcp =
+    (await tokenCommand(processes, stateDir, "add", "--label=web", "--max-tcp-tunnels=0")).lines[0];
+  const listed = (await tokenCommand(processes, stateDir, "list")).lines.join("\n");
+  assert.match(listed, /^1\tdb\tnames=\*\tmax=-\ttcp=1\t/m);
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes, { stateDir, args: ["--tcp-ports=21500-21599"] });
+  const tcp = (token: string) => ["tcp", String(origin.port), `--token=${token}`];
+  await startClient(processes, relay, tcp(oneTcp), { label: "first tcp" });
+  await refusedClient(
+    processes,
+    relay,
+    tcp(oneTcp),
+    /token "db" may hold 1 TCP tunnels; 1 are open \(too_many_tunnels\)/,
+    { label: "second tcp" },
+  );
+  await refusedClient(
+    processes,
+    relay,
+    tcp(noTcp),
+    /token "web" may not open TCP tunnels \(not_permitted\)/,
+    {
+      label: "no tcp",
+    },
+  );
+  await startClient(processes, relay, [String(origin.port), "web", `--token=${noTcp}`], { label: "http" });
 });

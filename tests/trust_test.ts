@@ -16,6 +16,7 @@ Deno.test("--cert auto makes a CA once and reuses it on restart", async () => {
     "ca.pem",
     "cert.pem",
     "key.pem",
+    "relay.lock",
     "state.db",
   ]);
   assert.equal((await Deno.stat(first.stateDir)).mode! & 0o077, 0, "the state dir is private");

@@ -24,7 +24,7 @@ const METRICS: [string, (row: ChartRow) => number, "higher" | "lower"][] = [
   ["WS RTT", (r) => r.wsRttMs, "lower"],
   ["SSE 1st event", (r) => r.sseFirstEventMs, "lower"],
 ];
-const COLORS = ["#9aa5b1", "#e4a04a", "#3b82c4"];
+const COLORS = ["#9aa5b1", "#e4a04a", "#3b82c4", "#2f9e6e", "#8e6cc4", "#c45a7a"];
 
 /** Grouped bars: one group per metric, one bar per path, height = ratio to direct (direct = 1). */
 export function ratioChart(rows: ChartRow[], date: string): string {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Child, type Processes } from "../../tests/helpers/processes.ts";
 
 /** A loopback port no one listens on right now. */
-export function freePort(): number {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -16,7 +16,7 @@ export function freePort(): number {
 }
 
 /** Waits until a TCP connection to `port` opens. */
-export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     try {
@@ -44,6 +44,7 @@ export async function startSshTunnel(
     try {
       return Deno.statSync(path).isFile;
     } catch {
+      // Not there: try the next path.
       return false;
     }
   });
@@ -70,6 +71,7 @@ export async function startSshTunnel(
       "LogLevel ERROR",
     ].join("\n") + "\n",
   );
+  // sshd wants its privilege-separation dir; without root it cannot be made, and sshd says so itself.
   await Deno.mkdir("/run/sshd", { recursive: true }).catch(() => {});
   const daemon = processes.add(new Child("sshd", sshd, ["-D", "-e", "-f", join(dir, "sshd_config")]));
   await waitForPort(sshdPort);

@@ -32,7 +32,7 @@ export async function wrk(
 }
 
 /** Parses wrk's `--latency` report. */
-export function parseWrk(text: string): WrkResult {
+function parseWrk(text: string): WrkResult {
   const rps = text.match(/Requests\/sec:\s+([\d.]+)/);
   if (!rps) throw new Error(`cannot read wrk output:\n${text}`);
   const errors = text.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);

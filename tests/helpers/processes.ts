@@ -20,15 +20,27 @@ export class Child {
   #process: Deno.ChildProcess;
   #pumps: Promise<void>[];
 
-  /** Runs one of this repository's scripts with `deno run -A`. */
-  static script(label: string, script: string, args: string[], env: Record<string, string> = {}): Child {
-    return new Child(label, Deno.execPath(), [
-      "run",
-      "-A",
-      `--v8-flags=${V8_FLAGS}`,
-      join(ROOT, script),
-      ...args,
-    ], env);
+  /**
+   * Runs one of this repository's scripts with `deno run -A`; with `fileLimit`, under that open-file
+   * limit (`ulimit -n`, set by a shell that then becomes the script); with `netns`, in that network
+   * namespace (`ip netns exec`, which becomes the script).
+   */
+  static script(
+    label: string,
+    script: string,
+    args: string[],
+    env: Record<string, string> = {},
+    options: { fileLimit?: number; netns?: string } = {},
+  ): Child {
+    const deno = [Deno.execPath(), "run", "-A", `--v8-flags=${V8_FLAGS}`, join(ROOT, script), ...args];
+    const command = options.netns ? ["ip", "netns", "exec", options.netns, ...deno] : deno;
+    if (options.fileLimit === undefined) return new Child(label, command[0], command.slice(1), env);
+    return new Child(
+      label,
+      "bash",
+      ["-c", `ulimit -n ${options.fileLimit} && exec "$@"`, "bash", ...command],
+      env,
+    );
   }
 
   constructor(readonly label: string, command: string, args: string[], env: Record<string, string> = {}) {
@@ -84,6 +96,13 @@ export class Child {
     }
   }
 
+  /** Waits for the process to exit by itself, and for its output to be read. */
+  async done(): Promise<Deno.CommandStatus> {
+    const status = await this.status;
+    await Promise.all(this.#pumps);
+    return status;
+  }
+
   /** SIGTERM, then SIGKILL after a grace time; resolves once the process and its pipes are done. */
   async stop(): Promise<Deno.CommandStatus> {
     this.kill("SIGTERM");
@@ -109,10 +128,16 @@ export class Child {
 export class Processes implements AsyncDisposable {
   #children: Child[] = [];
   #dirs: string[] = [];
+  #deferred: (() => Promise<void>)[] = [];
 
   add<T extends Child>(child: T): T {
     this.#children.push(child);
     return child;
+  }
+
+  /** Runs `cleanup` when the test ends, before the children are stopped (say, a daemon a CLI started). */
+  defer(cleanup: () => Promise<void>): void {
+    this.#deferred.push(cleanup);
   }
 
   async tempDir(): Promise<string> {
@@ -127,6 +152,7 @@ export class Processes implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose]() {
+    for (const cleanup of this.#deferred.reverse()) await cleanup();
     for (const child of this.#children.reverse()) await child.stop();
     for (const dir of this.#dirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
@@ -135,6 +161,8 @@ export class Processes implements AsyncDisposable {
 export interface RelayHandle {
   child: Child;
   httpPort: number;
+  /** With `--tls` on. */
+  httpsPort?: number;
   quicPort: number;
   fingerprint: string;
   stateDir: string;
@@ -144,29 +172,45 @@ export interface RelayHandle {
 /** Starts `server.ts` on loopback (free ports unless given) and waits for its ready line. */
 export async function startRelay(
   processes: Processes,
-  options: { stateDir?: string; httpPort?: number; quicPort?: number; args?: string[] } = {},
+  options: {
+    stateDir?: string;
+    httpPort?: number;
+    quicPort?: number;
+    args?: string[];
+    fileLimit?: number;
+    /** A network namespace to run in, and the address to bind there (127.0.0.1 by default). */
+    netns?: { name: string; address: string };
+  } = {},
 ): Promise<RelayHandle> {
   const stateDir = options.stateDir ?? await processes.tempDir();
+  const hostname = options.netns?.address ?? "127.0.0.1";
   const child = processes.add(
-    Child.script("relay", "server.ts", [
-      "--hostname=127.0.0.1",
-      `--http-port=${options.httpPort ?? 0}`,
-      `--quic-port=${options.quicPort ?? 0}`,
-      `--state-dir=${stateDir}`,
-      "--heartbeat=1",
-      ...(options.args ?? []),
-    ]),
+    Child.script(
+      "relay",
+      "server.ts",
+      [
+        `--hostname=${hostname}`,
+        `--http-port=${options.httpPort ?? 0}`,
+        `--quic-port=${options.quicPort ?? 0}`,
+        `--state-dir=${stateDir}`,
+        "--heartbeat=1",
+        ...(options.args ?? []),
+      ],
+      {},
+      { fileLimit: options.fileLimit, netns: options.netns?.name },
+    ),
   );
-  const [, http, quic, fingerprint] = await child.waitFor(
-    /^ready http=(\d+) quic=(\d+) fingerprint=(\w+)/,
+  const [, http, quic, fingerprint, https] = await child.waitFor(
+    /^ready http=(\d+) quic=(\d+) fingerprint=(\w+)(?: https=(\d+))?/,
   );
   return {
     child,
     httpPort: Number(http),
+    httpsPort: https === undefined ? undefined : Number(https),
     quicPort: Number(quic),
     fingerprint,
     stateDir,
-    server: `quic://127.0.0.1:${quic}`,
+    server: `quic://${hostname}:${quic}`,
   };
 }
 
@@ -206,6 +250,9 @@ export async function spawnClient(
   const child = processes.add(
     Child.script(options.label ?? "client", "client.ts", [...args, `--server=${relay.server}`], {
       REVERPROX_CONFIG_DIR: configDir,
+      // Each client its own agent: state beside its config, its control API on a free port.
+      REVERPROX_STATE_DIR: configDir,
+      REVERPROX_API_ADDR: "127.0.0.1:0",
       ...options.env,
     }),
   );
@@ -221,9 +268,10 @@ export async function refusedClient(
   options: ClientOptions = {},
 ): Promise<void> {
   const { child } = await spawnClient(processes, relay, args, options);
+  // The message first: waitFor is bounded in time, while a client that was let in never exits.
+  await child.waitFor(pattern);
   const { code } = await child.status;
   if (code !== 1) throw new Error(`the client exited with ${code}, not 1\n${child.output()}`);
-  await child.waitFor(pattern);
 }
 
 /** Waits for an "online" line at or after line `from` and returns the tunnel URLs printed under it. */
@@ -275,4 +323,21 @@ export function memoryMB(pid: number): { now: number; peak: number } {
     return match ? Math.round(Number(match[1]) / 1024) : NaN;
   };
   return { now: mb("VmRSS"), peak: mb("VmHWM") };
+}
+
+/** Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux everywhere we run). */
+const CLOCK_TICKS = 100;
+
+/** CPU time a process has used so far, user plus system, in ms; NaN once it is gone. */
+export function cpuMs(pid: number): number {
+  let stat: string;
+  try {
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    // The process has exited.
+    return NaN;
+  }
+  // Fields after the command name (which may hold spaces, in parentheses): utime is the 12th, stime the 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS;
 }

@@ -5,13 +5,16 @@
  * @module
  */
 import { join } from "node:path";
-import { encodeFrame, FrameReader } from "../../lib/codec.ts";
-import { ALPN, PROTOCOL_VERSION } from "../../lib/protocol.ts";
-import { trustRelay } from "../../lib/trust.ts";
+import { encodeFrame, FrameReader } from "../../lib/wire/codec.ts";
+import { ALPN, PROTOCOL_VERSION } from "../../lib/wire/protocol.ts";
+import { trustRelay } from "../../lib/agent/trust.ts";
 import type { Processes, RelayHandle } from "./processes.ts";
 
-/** Returns `connect()` for new QUIC connections to `relay`, and `close()` for the endpoint. */
-export async function rawQuic(processes: Processes, relay: RelayHandle) {
+/**
+ * Returns `connect()` for new QUIC connections to `relay` (speaking `alpn`, this version's by default),
+ * and `close()` for the endpoint.
+ */
+export async function rawQuic(processes: Processes, relay: RelayHandle, alpn = ALPN) {
   const trusted = await trustRelay({ hostname: "127.0.0.1", port: relay.quicPort }, {
     pinned: relay.fingerprint,
     knownRelaysFile: join(await processes.tempDir(), "known"),
@@ -24,7 +27,7 @@ export async function rawQuic(processes: Processes, relay: RelayHandle) {
         port: relay.quicPort,
         serverName: trusted.domain,
         caCerts: [trusted.caCert],
-        alpnProtocols: [ALPN],
+        alpnProtocols: [alpn],
         endpoint,
         maxConcurrentBidirectionalStreams: 10_000,
       }),

@@ -3,31 +3,40 @@
  * `fetch` but connects to 127.0.0.1 and sends the URL's host as the Host header,
  * which Deno's `fetch` can neither resolve (`*.localhost`) nor override. Built
  * on `node:http`, so bodies stream both ways, nothing is decompressed, and
- * each `Set-Cookie` stays its own header.
+ * each `Set-Cookie` stays its own header. An `https:` URL is visited over TLS
+ * with the URL's host as SNI, trusting only `ca`.
  * @module
  */
 import http from "node:http";
+import https from "node:https";
 import { Readable } from "node:stream";
+import tls, { type PeerCertificate } from "node:tls";
 
 export interface VisitInit {
   method?: string;
   headers?: Record<string, string>;
   body?: ReadableStream<Uint8Array> | Uint8Array | string;
   signal?: AbortSignal;
+  /** For `https:` URLs: the only CA trusted (PEM). */
+  ca?: string;
+  /** Where the relay listens, when not on 127.0.0.1 (a relay in a network namespace). */
+  address?: string;
 }
 
 /** Sends one request to the relay that serves `url` and returns the answer as a `Response`. */
 export function visit(url: string, init: VisitInit = {}): Promise<Response> {
   const target = new URL(url);
+  const secure = target.protocol === "https:";
   return new Promise((resolve, reject) => {
-    const request = http.request({
-      hostname: "127.0.0.1",
-      port: Number(target.port || 80),
+    const request = (secure ? https : http).request({
+      hostname: init.address ?? "127.0.0.1",
+      port: Number(target.port || (secure ? 443 : 80)),
       method: init.method ?? "GET",
       path: target.pathname + target.search,
       headers: { host: target.host, ...init.headers },
       agent: false,
       signal: init.signal,
+      ...(secure ? { servername: target.hostname, ca: init.ca } : {}),
     }, (response) => {
       const headers = new Headers();
       const raw = response.rawHeaders;
@@ -66,4 +75,22 @@ export async function eventually(url: string, status: number, timeoutMs = 15_000
     if (Date.now() > deadline) throw new Error(`${url} still answers ${answer.status}: ${answer.body}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** The certificate the relay serves for `url`'s host (SNI), checked against `ca` and the host name. */
+export function peerCertificate(url: string, ca: string): Promise<PeerCertificate> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port: Number(target.port || 443),
+      servername: target.hostname,
+      ca,
+    }, () => {
+      const certificate = socket.getPeerCertificate();
+      socket.end();
+      resolve(certificate);
+    });
+    socket.once("error", reject);
+  });
 }
