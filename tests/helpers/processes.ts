@@ -13,6 +13,14 @@ export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const STOP_TIMEOUT_MS = 5_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * `env` without the proxy variables: the machine's proxy (a CI runner's, for its package registries) must
+ * not carry a test's traffic to loopback or its own namespaces; a test that wants a proxy sets one.
+ */
+function withoutProxies(env: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !/^(https?|all|no)_proxy$/i.test(name)));
+}
+
 /** A running child process whose output lines are kept for assertions and failure reports. */
 export class Child {
   readonly lines: string[] = [];
@@ -47,7 +55,8 @@ export class Child {
     this.#process = new Deno.Command(command, {
       args,
       cwd: ROOT,
-      env,
+      env: { ...withoutProxies(Deno.env.toObject()), ...env },
+      clearEnv: true,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
