@@ -118,9 +118,9 @@ function connectOptions(command: Command): Command {
     .option("--origin-timeout <ms>", "time the local server has to start answering", positiveInt, 60_000)
     .option(
       "--grace <seconds>",
-      "keep open streams through a lost link this long, resuming them when it is back (0 = off; experimental)",
+      "keep open streams through a lost link this long, resuming them when it is back (0 = off)",
       nonNegativeInt,
-      0,
+      60,
     )
     .option("--health-interval <seconds>", "how often each origin is probed", positiveInt, 5)
     .option("--inspect-limit <n>", "requests the inspector keeps", positiveInt, 500)

@@ -396,13 +396,13 @@ Deno.test("--transport auto comes down to long-polling behind a proxy that passe
   await using processes = new Processes();
   const origin = await startOrigin(processes);
   const relay = await startRelay(processes);
-  const proxy = await requestsOnlyProxy(relay.httpPort);
+  const proxy = await reverseProxy(relay.httpPort, { upgrades: "refuse" });
   try {
     const server = `http://localhost:${proxy.port}`;
     const client = await startClient(processes, { ...relay, server }, [String(origin.port), "behind"]);
     assert.match(client.child.output(), /transport to .*: http \(long-polling\), since .*TCP connection/);
     assert.match(client.child.output(), /online via .* over http/);
-    assert.ok(proxy.upgradesRefused > 0, "the TCP transport was tried first");
+    assert.ok(proxy.upgrades > 0, "the TCP transport was tried first");
     const response = await visit(`${client.urls[0]}/status/200`);
     assert.equal(response.status, 200);
     await response.body?.cancel();
@@ -411,9 +411,42 @@ Deno.test("--transport auto comes down to long-polling behind a proxy that passe
   }
 });
 
-/** A reverse proxy to `port` that forwards plain requests and refuses every upgrade with 403, as some do. */
-async function requestsOnlyProxy(port: number) {
-  const state = { upgradesRefused: 0 };
+Deno.test("--transport auto comes down to long-polling behind a proxy that passes the upgrade but keeps cutting it", async () => {
+  await using processes = new Processes();
+  const origin = await startOrigin(processes);
+  const relay = await startRelay(processes);
+  const proxy = await reverseProxy(relay.httpPort, { upgrades: { cutAfterMs: 3_000 } });
+  try {
+    const server = `http://localhost:${proxy.port}`;
+    const client = await startClient(processes, { ...relay, server }, [String(origin.port), "cut"]);
+    assert.match(client.child.output(), /online via .* over tcp/);
+    const onLongPoll = await client.child.waitFor(/^reverprox: online via .* over http/);
+    assert.match(
+      client.child.output(),
+      /transport to .*: http \(long-polling\), since the TCP connection was cut 2 times in a row/,
+    );
+    assert.equal(proxy.upgrades, 2, "TCP was given up after two cuts");
+    // Served, and still served after the cuts would have come: the poll requests are short and pass.
+    for (let i = 0; i < 4; i++) {
+      const response = await visit(`${client.urls[0]}/status/200`);
+      assert.equal(response.status, 200, await response.text());
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    assert.equal(
+      client.child.lines.slice(onLongPoll.line).filter((line) => /reconnecting/.test(line)).length,
+      0,
+    );
+  } finally {
+    await proxy.close();
+  }
+});
+
+/**
+ * A reverse proxy to `port` that forwards plain requests; upgrades it refuses with 403, as some do, or
+ * passes and cuts `cutAfterMs` later, as others do to long-lived connections.
+ */
+async function reverseProxy(port: number, options: { upgrades: "refuse" | { cutAfterMs: number } }) {
+  const state = { upgrades: 0 };
   const server = http.createServer((request, response) => {
     const upstream = http.request(
       { hostname: "127.0.0.1", port, method: request.method, path: request.url, headers: request.headers },
@@ -425,16 +458,26 @@ async function requestsOnlyProxy(port: number) {
     upstream.on("error", () => response.destroy());
     request.pipe(upstream);
   });
-  server.on("upgrade", (_request, socket) => {
-    state.upgradesRefused++;
-    socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+  server.on("upgrade", (request: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    state.upgrades++;
+    const upgrades = options.upgrades;
+    if (upgrades === "refuse") return socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    const upstream = net.connect({ host: "127.0.0.1", port }, () => {
+      const lines = Object.entries(request.headers).map(([name, value]) => `${name}: ${value}\r\n`);
+      upstream.write(`${request.method} ${request.url} HTTP/1.1\r\n${lines.join("")}\r\n`);
+      upstream.write(head);
+      upstream.pipe(socket).pipe(upstream);
+      setTimeout(() => (socket.destroy(), upstream.destroy()), upgrades.cutAfterMs);
+    });
+    upstream.on("error", () => socket.destroy());
+    socket.on("error", () => upstream.destroy());
   });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return {
     port: (server.address() as net.AddressInfo).port,
-    get upgradesRefused() {
-      return state.upgradesRefused;
+    get upgrades() {
+      return state.upgrades;
     },
     close: () =>
       new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),

@@ -82,7 +82,9 @@ Deno.test("UDP blocked: auto serves over TCP within 5 s, and is back on QUIC onc
   await t.step("online over TCP within 5 s of the agent starting", async () => {
     const starting = await child.waitFor(/control API and inspector at/);
     const began = performance.now();
-    const online = await child.waitFor(/^reverprox: online .* over tcp/, { from: starting.line });
+    // Should the client end up elsewhere, the relay's side of the story goes with the failure.
+    const online = await child.waitFor(/^reverprox: online .* over tcp/, { from: starting.line })
+      .catch((error) => Promise.reject(new Error(`${error.message}\n${relay.child.output()}`)));
     console.log(
       `online over tcp ${((performance.now() - began) / 1000).toFixed(1)} s after the agent started`,
     );

@@ -89,6 +89,8 @@ Deno.test("a client killed with SIGKILL and restarted gets its URL back; others 
 
   client.child.kill("SIGKILL");
   await client.child.status;
+  // Until the relay misses its heartbeats a request goes onto the link, and waits there for it to resume.
+  await relay.child.waitFor(/missed its heartbeats/);
   const offline = await eventually(`${url}/`, 503);
   assert.match(offline.body, /tunnel offline/);
 

@@ -5,8 +5,9 @@
  * handshake by the chosen transport ({@link relayConnector}): QUIC, TCP
  * (`transport/tcp.ts`, through an HTTP proxy when the environment names
  * one), or `auto`: QUIC, and TCP when QUIC does not answer within
- * {@link AUTO_QUIC_TIMEOUT_MS}. A relay whose TCP port answers but whose UDP
- * port stays silent is named as such.
+ * {@link AUTO_QUIC_TIMEOUT_MS}, and long-polling when TCP cannot be set up
+ * or is cut soon after opening, again and again ({@link TcpHold}). A relay
+ * whose TCP port answers but whose UDP port stays silent is named as such.
  *
  * @example
  * ```ts
@@ -58,6 +59,10 @@ export const AUTO_QUIC_TIMEOUT_MS = 3_000;
 const TCP_TIMEOUT_MS = 10_000;
 /** How often an agent that fell back to TCP tries QUIC again (±25 %); `REVERPROX_QUIC_PROBE_MS` overrides it (tests). */
 const QUIC_PROBE_MS = 60_000;
+/** With `auto`: a TCP connection lost sooner than this after opening counts as cut by the network. */
+const TCP_HOLD_MS = 120_000;
+/** With `auto`: this many TCP connections cut in a row, and the agent long-polls instead. */
+const TCP_CUTS_TO_GIVE_UP = 2;
 
 /** What carries the connection: `auto` tries QUIC, then TCP; `http` is long-polling. */
 export const TRANSPORTS = ["auto", "quic", "tcp", "http"] as const;
@@ -98,6 +103,7 @@ export function relayConnector(options: RelayConnectOptions): ConnectRelay {
     throw new TrustError("--transport quic needs the relay's quic:// address, not its public port");
   }
   const label = hostPort(options.relay.hostname, options.relay.port);
+  const tcpHold = new TcpHold();
   let trusted: TrustedRelay | undefined;
   return async () => {
     trusted ??= await trust(options, label);
@@ -110,9 +116,10 @@ export function relayConnector(options: RelayConnectOptions): ConnectRelay {
       label,
     };
     try {
-      const conn = await dial(target, options);
+      const conn = await dial(target, options, tcpHold.failing());
       const link: RelayLink = { conn, relay: label, fingerprint: trusted.fingerprint };
       const env = options.env ?? Deno.env.toObject();
+      if (conn.transport === "tcp") tcpHold.watch(conn);
       if ((options.transport ?? "auto") === "auto" && conn.transport !== "quic" && !options.relay.via) {
         const intervalMs = Number(env.REVERPROX_QUIC_PROBE_MS) || QUIC_PROBE_MS;
         link.better = (signal) => probeQuic(target, link.fingerprint, intervalMs, signal);
@@ -134,7 +141,36 @@ function checkProtocol(trusted: TrustedRelay, label: string) {
   );
 }
 
-function dial(target: DialTarget, options: RelayConnectOptions): Promise<TunnelConnection> {
+/**
+ * Whether TCP connections to the relay last: a proxy that passes the upgrade but cuts the connection after
+ * a while, or holds its bytes back until heartbeats are missed, loses every TCP session soon after it
+ * opens. Connections the relay closed on purpose (a restart says so) do not count.
+ */
+class TcpHold {
+  #cuts = 0;
+
+  /** Why TCP should be skipped, once it was cut {@link TCP_CUTS_TO_GIVE_UP} times in a row; else undefined. */
+  failing(): string | undefined {
+    if (this.#cuts < TCP_CUTS_TO_GIVE_UP) return undefined;
+    return `the TCP connection was cut ${this.#cuts} times in a row within ${TCP_HOLD_MS / 1000} s of ` +
+      "opening (something on the way will not hold it open)";
+  }
+
+  watch(conn: TunnelConnection) {
+    const opened = Date.now();
+    conn.closed.then(({ code }) => {
+      const cut = code === CloseCode.lost || code === CloseCode.heartbeatMissed;
+      this.#cuts = cut && Date.now() - opened < TCP_HOLD_MS ? this.#cuts + 1 : 0;
+    });
+  }
+}
+
+function dial(
+  target: DialTarget,
+  options: RelayConnectOptions,
+  /** Why `auto` skips TCP, when it does. */
+  tcpFailing?: string,
+): Promise<TunnelConnection> {
   const env = options.env ?? Deno.env.toObject();
   const transport = options.transport ?? "auto";
   // The relay's public port (`--server http(s)://…`) or its info port (the TCP twin of the QUIC port).
@@ -148,18 +184,19 @@ function dial(target: DialTarget, options: RelayConnectOptions): Promise<TunnelC
     case "http":
       return dialLongPollNamed(target, url, options);
     default:
-      return dialAuto(target, tcpTarget, url, options, env);
+      return dialAuto(target, { ...tcpTarget, failing: tcpFailing }, url, options, env);
   }
 }
 
 /**
  * QUIC when it answers within {@link AUTO_QUIC_TIMEOUT_MS} (not tried on a public port), else TCP, else
  * long-polling (a proxy that will not pass the TCP transport's upgrade or holds it back); one line says which
- * and why. When all fail, each reason counts (the QUIC one may say UDP is blocked).
+ * and why. When all fail, each reason counts (the QUIC one may say UDP is blocked). TCP is skipped while
+ * it is `failing` ({@link TcpHold}).
  */
 async function dialAuto(
   target: DialTarget,
-  tcpTarget: DialTarget,
+  tcpTarget: DialTarget & { failing?: string },
   url: string,
   options: RelayConnectOptions,
   env: Record<string, string | undefined>,
@@ -174,14 +211,17 @@ async function dialAuto(
       failures.push((error as Error).message);
     }
   }
-  try {
-    const conn = await dialTcpNamed(tcpTarget, env);
-    if (failures.length) {
-      log.warn("transport to {relay}: tcp, since {why}", { relay: target.label, why: failures[0] });
+  if (tcpTarget.failing) failures.push(tcpTarget.failing);
+  else {
+    try {
+      const conn = await dialTcpNamed(tcpTarget, env);
+      if (failures.length) {
+        log.warn("transport to {relay}: tcp, since {why}", { relay: target.label, why: failures[0] });
+      }
+      return conn;
+    } catch (error) {
+      failures.push((error as Error).message);
     }
-    return conn;
-  } catch (error) {
-    failures.push((error as Error).message);
   }
   try {
     return await dialLongPollNamed(target, url, options, failures.join("; "));

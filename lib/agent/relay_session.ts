@@ -71,6 +71,8 @@ export class RelaySession {
     this.lost = new Promise((resolve) => this.#loseWith = resolve);
     this.#keepalive = new Keepalive((frame) => this.#send(frame), heartbeatMs, () => {
       this.#loseWith("the relay missed its heartbeats");
+      // Said in the close code too: a transport whose bytes are held back is not worth another try (`link.ts`).
+      link.conn.close({ code: CloseCode.heartbeatMissed, reason: "heartbeats missed" });
     });
     link.conn.closed.then((info) =>
       this.#loseWith(`the relay closed the connection: ${info.reason || "no reason"}`)

@@ -21,7 +21,7 @@ import { Keepalive } from "../wire/keepalive.ts";
 import type { TunnelConnection } from "../transport/types.ts";
 import { ResumableConnection } from "../transport/resumable.ts";
 import { getLogger } from "../shared/log.ts";
-import { type BodyRules, forwardRequest, tunnelGone } from "./forward_http.ts";
+import { type BodyRules, forwardRequest, tunnelGone, tunnelReconnecting } from "./forward_http.ts";
 import { type LaneOwner, Lanes } from "./lanes.ts";
 import { forwardWebSocket } from "./forward_websocket.ts";
 import { forwardTcp } from "./tcp_ports.ts";
@@ -49,6 +49,8 @@ export type ControlEnd = "goodbye" | "ended" | "silent" | "protocol error";
 
 /** Longest a replaced connection keeps carrying what it had in flight (a long download, a WebSocket). */
 const RETIRE_MAX_MS = 5 * 60_000;
+/** With streams that survive the link, while it is down: how long a new request waits for it before a 503. */
+const LINK_WAIT_MS = 10_000;
 
 export class ClientSession implements TunnelSession {
   readonly id = crypto.randomUUID();
@@ -96,6 +98,10 @@ export class ClientSession implements TunnelSession {
     visitor?: LaneOwner,
   ): Promise<Response> {
     const settled = this.#begin(onSettled);
+    // A lane parked by a lost link would hold the request until the link is back, however long that takes.
+    if (this.conn instanceof ResumableConnection && !await this.conn.linked(LINK_WAIT_MS)) {
+      return (settled(), tunnelReconnecting(head.tunnel));
+    }
     const lane = await this.#lanes.take(visitor);
     if (!lane) return (settled(), tunnelGone(head.tunnel));
     return forwardRequest(lane, head, body, { ...this.forwarding, onSettled: settled, visitorGone });

@@ -208,8 +208,8 @@ export class MuxConnection implements TunnelConnection {
     this.incomingStreams = new ReadableStream({ start: (controller) => void (this.#incoming = controller) });
     this.closed = new Promise((resolve) => this.#settle = resolve);
     socket.on("data", (data: Buffer) => this.#receive(data));
-    socket.on("error", (error: Error) => this.#end({ code: -1, reason: error.message }));
-    socket.on("close", () => this.#end({ code: -1, reason: "connection lost" }));
+    socket.on("error", (error: Error) => this.#end({ code: CloseCode.lost, reason: error.message }));
+    socket.on("close", () => this.#end({ code: CloseCode.lost, reason: "connection lost" }));
   }
 
   openStream(): Promise<TunnelStream | null> {

@@ -20,6 +20,7 @@
  * ```
  * @module
  */
+import { CloseCode } from "../wire/protocol.ts";
 import { withTimeout } from "../shared/async.ts";
 import { getLogger } from "../shared/log.ts";
 import type { CloseInfo, TunnelConnection, TunnelListener, TunnelStream } from "./types.ts";
@@ -42,7 +43,7 @@ class QuicConnection implements TunnelConnection {
     this.alpn = conn.protocol;
     this.closed = conn.closed.then(
       (info) => ({ code: info.closeCode, reason: info.reason }),
-      (error) => ({ code: -1, reason: error instanceof Error ? error.message : String(error) }),
+      (error) => ({ code: CloseCode.lost, reason: error instanceof Error ? error.message : String(error) }),
     );
     const incoming = conn.incomingBidirectionalStreams.getReader();
     this.incomingStreams = new ReadableStream<TunnelStream>({

@@ -95,15 +95,22 @@ export class ResumableConnection implements TunnelConnection {
     for (const [id, { stream, mine }] of this.#streams) if (mine) this.#resume(physical, id, stream);
   }
 
-  async openStream(): Promise<TunnelStream | null> {
+  /** Whether a physical connection carries it, waiting up to `ms` for one while the link is down. */
+  async linked(ms: number): Promise<boolean> {
     if (this.#open && !this.#physical) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#backWaiters.push(resolve);
-        timer = setTimeout(resolve, this.openWaitMs);
+        timer = setTimeout(resolve, ms);
       });
       clearTimeout(timer);
     }
+    return this.#physical !== null;
+  }
+
+  async openStream(): Promise<TunnelStream | null> {
+    // Only waited for when down: a link that just dropped still takes the stream, which resumes on the next.
+    if (!this.#physical) await this.linked(this.openWaitMs);
     const physical = this.#physical;
     if (!physical) return null;
     const id = this.#nextId;

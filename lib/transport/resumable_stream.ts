@@ -24,8 +24,11 @@
  * @module
  */
 
-/** Record types on a physical stream. */
-export const Rec = { open: 1, data: 2, ack: 3, fin: 4, reset: 5, resume: 6 } as const;
+/**
+ * Record types on a physical stream. `stop`: the sender's reader will read no more (it cancelled), so the
+ * other side's writer fails from now on while its reader carries on, as QUIC's STOP_SENDING.
+ */
+export const Rec = { open: 1, data: 2, ack: 3, fin: 4, reset: 5, resume: 6, stop: 7 } as const;
 
 /** Unacknowledged bytes a sender keeps per stream before its writer waits. */
 export const SEND_WINDOW_BYTES = 2 * 1024 * 1024;
@@ -135,12 +138,14 @@ export class LogicalStream {
   #flushing: Promise<void> = Promise.resolve();
   #windowOpen: (() => void) | null = null;
   #ended = false;
+  /** Our reader cancelled: what arrives is counted and acknowledged, not kept. */
+  #readStopped = false;
 
   constructor(readonly id: number, private readonly onDone: () => void) {
     this.readable = new ReadableStream<Uint8Array>({
       start: (controller) => void (this.#incoming = controller),
       pull: () => this.#consumed(),
-      cancel: () => this.reset(true),
+      cancel: () => this.#stopReading(),
     }, { highWaterMark: 0 });
     this.writable = new WritableStream<Uint8Array>({
       write: (chunk) => this.#write(chunk),
@@ -159,6 +164,7 @@ export class LogicalStream {
     this.#ackedTo(readOffsets(peerOpen).offset);
     this.#onWire = this.#acked;
     this.#flush();
+    if (this.#readStopped) this.#sendStop();
     this.#readLoop(reader, writer);
   }
 
@@ -197,19 +203,45 @@ export class LogicalStream {
         this.carried = true;
         if (record.type === Rec.data && !this.#finReceived) {
           this.received += record.payload.length;
-          this.#incoming.enqueue(record.payload);
+          if (this.#readStopped) this.#consumed();
+          else this.#incoming.enqueue(record.payload);
         } else if (record.type === Rec.ack) this.#ackedTo(readOffsets(record.payload).offset);
         else if (record.type === Rec.fin && !this.#finReceived) {
           this.#finReceived = true;
           this.received += 1;
-          this.#incoming.close();
+          if (!this.#readStopped) this.#incoming.close();
           this.#sendAck();
-        } else if (record.type === Rec.reset) return this.reset(false, "reset by the other side");
+        } else if (record.type === Rec.stop) this.#writeStopped();
+        else if (record.type === Rec.reset) return this.reset(false, "reset by the other side");
       }
     } catch {
       // The physical stream broke with its connection: the next attach carries on.
     }
     this.detach(writer);
+  }
+
+  /** Our reader cancelled: the other side stops sending, and what it sent meanwhile is dropped here. */
+  #stopReading() {
+    if (this.#ended || this.#readStopped) return;
+    this.#readStopped = true;
+    this.#sendStop();
+    if (this.#done) this.#end();
+  }
+
+  #sendStop() {
+    this.#writer?.write(encodeRecord(Rec.stop)).catch(() => {
+      // Lost with its physical stream: the next attach says it again.
+    });
+  }
+
+  /** The other side reads no more: what we keep for it goes, and our writer fails from now on. */
+  #writeStopped() {
+    this.#finWritten = true;
+    this.#kept = [];
+    this.#acked = this.#onWire = this.#written;
+    this.#windowOpen?.();
+    this.#windowOpen = null;
+    if (this.#done) this.#end();
   }
 
   async #write(chunk: Uint8Array | null) {
@@ -269,7 +301,7 @@ export class LogicalStream {
   }
 
   get #done(): boolean {
-    return this.#finWritten && this.#acked === this.#written && this.#finReceived;
+    return this.#finWritten && this.#acked === this.#written && (this.#finReceived || this.#readStopped);
   }
 
   /** The reader asks for more: its queue is empty, so it consumed all received. */

@@ -131,3 +131,21 @@ Deno.test("resumable: a link not back within the grace period ends its streams",
   assert.match((await relay.closed).reason, /not back/);
   assert.match((await agent.closed).reason, /not back/);
 });
+
+Deno.test("resumable: a reader that cancels stops the other side's writer, not what it sends back", async () => {
+  const link = pair(10_000);
+  const stream = (await link.relay.openStream())!;
+  const upload = stream.writable.getWriter();
+  await upload.write(chunks(1, 1)[0]);
+  const { value: peer } = await link.agent.incomingStreams.getReader().read();
+  // The agent's origin stopped reading the upload: it cancels, then answers in full.
+  await peer!.readable.cancel();
+  const answered = send(peer!, chunks(40, 2));
+  await assert.rejects(async () => {
+    for (const part of chunks(200, 3)) await upload.write(part);
+  }, /stream ended/);
+  assert.equal((await receive(stream)).sha, sha256(chunks(40, 2)));
+  await answered;
+  link.agent.close({ code: 0, reason: "done" });
+  link.relay.close({ code: 0, reason: "done" });
+});

@@ -265,6 +265,8 @@ export const CloseCode = {
   replaced: 3,
   shuttingDown: 4,
   protocolError: 5,
+  /** Never sent: the connection ended without a close from either end (cut, reset, timed out). */
+  lost: -1,
 } as const;
 
 /**
