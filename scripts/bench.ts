@@ -98,6 +98,8 @@ if (flags.ssh) {
 }
 
 targets.push(await reverprox("reverprox", []));
+// What streams that survive the link (on by default) cost: the same without them.
+targets.push(await reverprox("reverprox --grace 0", [], ["--grace=0"]));
 // One row per fallback transport of the client (`--transport`).
 for (const [name, transport] of [["reverprox tcp", "tcp"], ["reverprox long-poll", "http"]]) {
   targets.push(await reverprox(name, [], [`--transport=${transport}`]));

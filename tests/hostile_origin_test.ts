@@ -123,3 +123,16 @@ Deno.test("a malformed origin answer costs that request a 502; the client stays 
     await plainRequest(url);
   });
 });
+
+Deno.test("a tunnel whose origin is the relay itself gets 508 Loop Detected, not a storm of requests", async () => {
+  await using processes = new Processes();
+  const relay = await startRelay(processes);
+  // The agent keeps the visitor's Host, so the relay would route the request to this same tunnel again.
+  const client = await startClient(processes, relay, [String(relay.httpPort), "loop", "--log"]);
+  const response = await visit(`${client.urls[0]}/again`);
+  assert.equal(response.status, 508);
+  assert.match(await response.text(), /came back through the relay: the tunnel "loop" forwards to the relay/);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const passes = client.child.lines.filter((line) => /GET \/again/.test(line));
+  assert.equal(passes.length, 1, `the request went round ${passes.length} times:\n${passes.join("\n")}`);
+});

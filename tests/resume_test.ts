@@ -215,3 +215,41 @@ Deno.test("a SIGKILLed agent that starts again ends its old visitor streams at o
     "ended within seconds of the restart, not at the end of the grace",
   );
 });
+
+Deno.test("tunnels added, removed and paused while the link is down are settled once the session resumes", async () => {
+  await using processes = new Processes();
+  const { relay, forwarder, via } = await relayBehindForwarder(processes);
+  const origin = await startOrigin(processes);
+  const client = await startClient(processes, via, [String(origin.port), "keep", "--log"]);
+  const [, api] = await client.child.waitFor(/control API and inspector at http:\/\/(\S+)/);
+  const env = {
+    REVERPROX_CONFIG_DIR: client.configDir,
+    REVERPROX_STATE_DIR: client.configDir,
+    REVERPROX_SERVER: via.server,
+    REVERPROX_FINGERPRINT: relay.fingerprint,
+  };
+  const cli = async (...args: string[]) => {
+    const child = Child.script("cli", "client.ts", [...args, `--api-addr=${api}`], env);
+    const { code } = await child.done();
+    assert.equal(code, 0, child.output());
+  };
+  const urlOf = (name: string) => client.urls[0].replace("//keep.", `//${name}.`);
+  await cli(String(origin.port), "gone", "--detach");
+  await cli(String(origin.port), "paused", "--detach");
+  await eventually(`${urlOf("gone")}/echo`, 200);
+
+  const from = client.child.lines.length;
+  forwarder.blackHole(true);
+  await client.child.waitFor(/reconnect/i, { from, timeoutMs: 20_000 });
+  await cli(String(origin.port), "late", "--detach");
+  await cli("rm", "gone");
+  await cli("suspend", "paused");
+  forwarder.blackHole(false);
+  await client.child.waitFor(/online .* over quic/, { from, timeoutMs: 30_000 });
+
+  await eventually(`${urlOf("late")}/echo`, 200, 15_000);
+  await eventually(`${urlOf("gone")}/echo`, 404, 15_000);
+  const paused = await eventually(`${urlOf("paused")}/echo`, 503, 15_000);
+  assert.match(paused.body, /paused by its owner/);
+  assert.equal((await visit(`${urlOf("keep")}/echo`)).status, 200, "the first tunnel went on");
+});

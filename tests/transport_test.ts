@@ -226,10 +226,18 @@ Deno.test("--server http(s)://domain: the TCP transport through the relay's publ
     relay: RelayHandle,
     server: string,
     visitInit: VisitInit,
-    env: Record<string, string> = {},
+    { env = {}, transport = "tcp", name = "pub" }: {
+      env?: Record<string, string>;
+      transport?: string;
+      name?: string;
+    } = {},
   ) => {
-    const client = await startClient(processes, { ...relay, server }, [String(origin.port), "pub"], { env });
-    assert.match(client.child.output(), /online via .* over tcp/);
+    const client = await startClient(processes, { ...relay, server }, [
+      String(origin.port),
+      name,
+      `--transport=${transport === "tcp" ? "auto" : transport}`,
+    ], { env });
+    assert.match(client.child.output(), new RegExp(`online via .* over ${transport}`));
     const response = await visit(`${client.urls[0]}/status/200`, visitInit);
     assert.equal(response.status, 200);
     await response.body?.cancel();
@@ -238,13 +246,25 @@ Deno.test("--server http(s)://domain: the TCP transport through the relay's publ
     const relay = await startRelay(processes);
     await through(relay, `http://localhost:${relay.httpPort}`, {});
   });
-  await t.step("HTTPS port, its certificate trusted like a website's", async () => {
+  await t.step("HTTPS port, its certificate trusted like a website's", async (https) => {
     // Node's visitor refuses `*.localhost` (a wildcard under a single label): the tunnel's own name, then.
-    const certs = await caSigned(await processes.tempDir(), ["localhost", "pub.localhost"]);
+    const certs = await caSigned(await processes.tempDir(), ["localhost", "pub.localhost", "poll.localhost"]);
     const relay = await startRelay(processes, {
       args: [`--tls=${certs.cert}`, `--key=${certs.key}`, "--https-port=0"],
     });
     const ca = await Deno.readTextFile(certs.ca);
-    await through(relay, `https://localhost:${relay.httpsPort}`, { ca }, { DENO_CERT: certs.ca });
+    await through(relay, `https://localhost:${relay.httpsPort}`, { ca }, { env: { DENO_CERT: certs.ca } });
+    await https.step("and long-polling to it through a CONNECT proxy (HTTPS_PROXY)", async () => {
+      await using proxy = await startConnectProxy();
+      const env = { DENO_CERT: certs.ca, HTTPS_PROXY: proxy.url };
+      await through(relay, `https://localhost:${relay.httpsPort}`, { ca }, {
+        env,
+        transport: "http",
+        name: "poll",
+      });
+      const tunnels = proxy.connects.filter((target) => target === `localhost:${relay.httpsPort}`);
+      assert.ok(tunnels.length >= 2, `the CA fetch and the polls went through the proxy: ${proxy.connects}`);
+      assert.ok(tunnels.length < 10, `${tunnels.length} CONNECTs: its connections are kept alive`);
+    });
   });
 });

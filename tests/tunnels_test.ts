@@ -90,7 +90,7 @@ Deno.test("a client killed with SIGKILL and restarted gets its URL back; others 
   client.child.kill("SIGKILL");
   await client.child.status;
   // Until the relay misses its heartbeats a request goes onto the link, and waits there for it to resume.
-  await relay.child.waitFor(/missed its heartbeats/);
+  await relay.child.waitFor(/link down/, { timeoutMs: 30_000 });
   const offline = await eventually(`${url}/`, 503);
   assert.match(offline.body, /tunnel offline/);
 

@@ -83,6 +83,11 @@ export class Agent {
   /** With `graceMs`: the streams that outlive each connection, and the token that resumes them. */
   #resumable?: ResumableConnection;
   #resumeToken?: string;
+  /**
+   * Removals and pauses made while offline: a relay that resumes the session still holds the tunnels as
+   * they were, so they are said again then (a new session's hello carries the tunnels as they are).
+   */
+  #changedOffline: TunnelChange[] = [];
   #link: LinkState = { state: "reconnecting", since: Date.now(), reason: "connecting" };
   /** This process, to the relay: its connections replace each other gently (see `hello.instance`). */
   readonly #instance = crypto.randomUUID();
@@ -173,6 +178,8 @@ export class Agent {
 
   /** Sends a change on the live connection; undefined when offline (the next hello carries the tunnels). */
   async #change(change: TunnelChange): Promise<FrameOf<"tunnel-ack"> | undefined> {
+    // An add made offline has no grant yet: a resumed session asks for it like any ungranted tunnel.
+    if (!this.#session && change.op !== "add") this.#changedOffline.push(change);
     const ack = await this.#session?.update(change);
     if (ack?.error) throw new TunnelRefused(ack.error.code, ack.error.message);
     return ack;
@@ -286,7 +293,13 @@ export class Agent {
   #online(link: RelayLink, session: RelaySession, welcome: FrameOf<"welcome">, asked: Tunnel[]) {
     welcome.tunnels.forEach((grant, i) => asked[i].granted(grant));
     this.#session = session;
-    for (const tunnel of this.#tunnels) if (!asked.includes(tunnel)) void this.#askLate(tunnel);
+    for (const tunnel of this.#tunnels) {
+      // A resumed session grants nothing new: the relay still holds what was granted before the drop.
+      if (!asked.includes(tunnel) || (welcome.resumed && !tunnel.grant)) void this.#askLate(tunnel);
+    }
+    const replay = welcome.resumed ? this.#changedOffline : [];
+    this.#changedOffline = [];
+    for (const change of replay) void this.#change(change).catch(ignoreUnknownTunnel);
     this.#setLink({ state: "online", since: Date.now(), relay: link.relay, transport: link.conn.transport });
     // The relay forgets what it heard of origins when the link drops: it hears it again.
     for (const tunnel of this.#tunnels) {

@@ -172,6 +172,12 @@ export class ClientSession implements TunnelSession {
     else if (control === this.control) this.conn.dropLink({ code, reason });
   }
 
+  /** Says so when the link under resumable streams went down (its own end, or a drop above). */
+  #logLinkDown(control: WritableStreamDefaultWriter<Uint8Array>, why: string) {
+    if (!(this.conn instanceof ResumableConnection) || control !== this.control) return;
+    log.info("client {id}: link down ({why}); its streams wait for it to come back", { id: this.id, why });
+  }
+
   /**
    * Serves the control stream until it ends: heartbeats here, changes to the tunnels through `changes`.
    * The connection is closed when the end was not a goodbye.
@@ -199,10 +205,12 @@ export class ClientSession implements TunnelSession {
         } else throw new ProtocolError("bad_frame", `unexpected ${frame.type} on the control stream`);
       }
       this.#dropLink(control, CloseCode.normal, "control stream ended");
+      this.#logLinkDown(control, silent ? "heartbeats missed" : "control stream ended");
       return silent ? "silent" : "ended";
     } catch (error) {
       if (!(error instanceof FrameError || error instanceof ProtocolError)) {
         // The stream broke with its connection, whose close already says why.
+        this.#logLinkDown(control, silent ? "heartbeats missed" : "connection lost");
         return silent ? "silent" : "ended";
       }
       this.close(CloseCode.protocolError, error.message);

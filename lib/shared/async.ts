@@ -18,13 +18,17 @@ export class TimeoutError extends Error {
   }
 }
 
-/** Resolves like `promise`, or rejects with `TimeoutError` after `ms`. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what = "operation"): Promise<T> {
+/** Resolves like `promise`, or rejects with `TimeoutError` after `ms`; `what` may say it at that moment. */
+export function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string | (() => string) = "operation",
+): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
     promise,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TimeoutError(what, ms)), ms);
+      timer = setTimeout(() => reject(new TimeoutError(typeof what === "string" ? what : what(), ms)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

@@ -13,9 +13,10 @@
  * request carrying it fails, so a cut poll loses nothing; numbers drop
  * duplicates. Protocol and format: `longpoll_wire.ts`, `../relay/longpoll.ts`.
  *
- * Requests use `node:http`/`node:https` with a keep-alive agent; through a
- * plain HTTP proxy from `HTTP_PROXY`/`NO_PROXY` (`proxy_env.ts`) for an
- * `http:` relay URL.
+ * Requests use `node:http`/`node:https` with a keep-alive agent; through the
+ * proxy `proxy_env.ts` reads from the environment: with absolute-form
+ * targets for an `http:` relay URL, through `CONNECT` tunnels (then TLS, kept
+ * alive as any connection) for an `https:` one.
  *
  * @example
  * ```ts
@@ -27,6 +28,8 @@
  */
 import * as http from "node:http";
 import * as https from "node:https";
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import type { Duplex } from "node:stream";
 import {
   BATCH_MAX_BYTES,
   decodeBatch,
@@ -36,7 +39,10 @@ import {
   parseAck,
 } from "./longpoll_wire.ts";
 import { proxyFor } from "./proxy_env.ts";
+import { proxyRoute } from "./proxy.ts";
+import { type ProxyRoute, throughProxy } from "./upgrade.ts";
 import { delay } from "../shared/async.ts";
+import { hostPort } from "../shared/host_port.ts";
 
 /** Empty polls kept waiting at the relay for packets coming down. */
 export const IDLE_POLLS = 2;
@@ -84,20 +90,44 @@ interface Answer {
   body: Uint8Array;
 }
 
-/** Where requests go: straight to the relay, or to a proxy with absolute-form targets. */
+/**
+ * An `https.Agent` whose connections go through an HTTP `CONNECT` proxy, then TLS to the relay as to any
+ * website (or `ca`); kept alive like any other.
+ */
+class ConnectAgent extends https.Agent {
+  constructor(private readonly proxy: ProxyRoute, options: https.AgentOptions) {
+    super(options);
+  }
+
+  override createConnection(
+    options: ConnectionOptions & { host?: string; port?: number },
+    callback: (error: Error | null, socket?: Duplex) => void,
+  ): undefined {
+    const host = options.host ?? "localhost";
+    throughProxy(this.proxy, hostPort(host, options.port ?? 443)).then((socket) => {
+      const secured = tlsConnect({ socket, servername: options.servername ?? host, ca: options.ca });
+      secured.once("secureConnect", () => callback(null, secured));
+      secured.once("error", (error) => callback(error));
+    }, (error) => callback(error));
+    return undefined;
+  }
+}
+
+/** Where requests go: straight to the relay, to a proxy with absolute-form targets, or through CONNECT. */
 class Route {
   readonly #agent: http.Agent;
+  /** A proxy that takes absolute-form targets (an `http:` relay URL). */
   readonly #proxy: URL | undefined;
 
   constructor(readonly base: URL, proxy: URL | undefined, private ca: string[] | undefined) {
-    this.#proxy = proxy;
-    if (proxy && base.protocol === "https:") {
-      throw new Error(
-        "long-polling through a proxy needs an http:// relay URL (HTTPS through CONNECT is the TCP transport's)",
-      );
-    }
     const options = { keepAlive: true, maxSockets: 16 };
-    this.#agent = base.protocol === "https:" ? new https.Agent(options) : new http.Agent(options);
+    const secure = base.protocol === "https:";
+    this.#proxy = secure ? undefined : proxy;
+    this.#agent = !secure
+      ? new http.Agent(options)
+      : proxy
+      ? new ConnectAgent(proxyRoute(proxy), options)
+      : new https.Agent(options);
   }
 
   request(
@@ -109,7 +139,7 @@ class Route {
   ) {
     const target = new URL(path, this.base);
     const via = this.#proxy ?? target;
-    const send = target.protocol === "https:" && !this.#proxy ? https.request : http.request;
+    const send = target.protocol === "https:" ? https.request : http.request;
     return new Promise<Answer>((resolve, reject) => {
       const request = send({
         agent: this.#agent,

@@ -23,7 +23,11 @@ export function proxyFor(
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   const url = proxyUrlFor(new URL(`https://${host}:${port}/`), env) ??
     proxyUrlFor(new URL(`http://${host}:${port}/`), env);
-  if (!url) return undefined;
+  return url && proxyRoute(url);
+}
+
+/** Where and how to reach the proxy `url` names (an `http:` URL, credentials for Basic auth in it). */
+export function proxyRoute(url: URL): ProxyRoute {
   const credentials = url.username
     ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
     : "";

@@ -36,11 +36,14 @@ export interface TcpDialOptions extends QuicDialOptions {
 /** Connects to a relay over TCP: upgrade, TLS trusting only `caCert`, then the multiplexer. */
 export function dialTcp(options: TcpDialOptions): Promise<TunnelConnection> {
   let socket: Duplex | undefined;
+  // Named in a timeout, so a hang says where it was.
+  let stage = "connection and upgrade";
   const dial = async () => {
     socket = await openUpgradedSocket(options);
+    stage = "TLS handshake";
     return await tunnelOver(socket, { ...options, transport: "tcp" });
   };
-  return withTimeout(dial(), options.timeoutMs, "TCP connection").catch((error) => {
+  return withTimeout(dial(), options.timeoutMs, () => `TCP ${stage}`).catch((error) => {
     socket?.destroy();
     throw error;
   });

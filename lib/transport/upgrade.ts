@@ -68,7 +68,8 @@ function outerTls(socket: Socket, hostname: string, authority: string): Promise<
   });
 }
 
-async function throughProxy(proxy: ProxyRoute, authority: string): Promise<Socket> {
+/** A TCP connection to `authority` through the HTTP `CONNECT` proxy `proxy`, answered 200. */
+export async function throughProxy(proxy: ProxyRoute, authority: string): Promise<Socket> {
   const label = `proxy ${proxy.hostname}:${proxy.port}`;
   const socket = await openSocket(proxy.hostname, proxy.port, label);
   const auth = proxy.authorization ? `Proxy-Authorization: ${proxy.authorization}\r\n` : "";

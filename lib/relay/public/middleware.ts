@@ -270,13 +270,25 @@ export function fairGate(options: { activePerTunnel: number; overloaded: () => b
   };
 }
 
-/** Sends the request (or WebSocket handshake) through the tunnel; the answer is the visitor's response. */
+/**
+ * Sends the request (or WebSocket handshake) through the tunnel; the answer is the visitor's response. Each
+ * request says `Via: 1.1 reverprox-<id>` (an id of this app's), so one that comes back (a tunnel whose origin
+ * is the relay itself) is refused with 508 rather than sent round again.
+ */
 export function forwardToTunnel(options: { publicScheme: "http" | "https" }) {
+  const hop = `1.1 reverprox-${crypto.randomUUID().slice(0, 8)}`;
   return function forwardToTunnel(c: Context<PublicEnv>): Promise<Response> {
     const { name, session } = c.get("tunnel");
     const acceptWebSocket = c.env.acceptWebSocket;
     const request = c.req.raw;
-    const head = requestHead(c, name, options.publicScheme, acceptWebSocket !== undefined);
+    if (request.headers.get("via")?.split(",").some((via) => via.trim() === hop)) {
+      throw new PageError(
+        508,
+        "loop_detected",
+        `This request came back through the relay: the tunnel "${name}" forwards to the relay itself.`,
+      );
+    }
+    const head = requestHead(c, name, options.publicScheme, acceptWebSocket !== undefined, hop);
     return acceptWebSocket
       ? session.forwardWebSocket(head, acceptWebSocket, c.get("settle"))
       : session.forward(head, request.body, c.get("settle"), request.signal, c.env.incoming?.socket);
@@ -284,7 +296,13 @@ export function forwardToTunnel(options: { publicScheme: "http" | "https" }) {
 }
 
 /** The `request` frame for the visitor's request: end-to-end headers plus what the relay says of the visitor. */
-function requestHead(c: Context<PublicEnv>, name: string, proto: "http" | "https", websocket: boolean) {
+function requestHead(
+  c: Context<PublicEnv>,
+  name: string,
+  proto: "http" | "https",
+  websocket: boolean,
+  hop: string,
+) {
   const url = c.get("url");
   const visitor = c.get("visitor");
   const head: FrameOf<"request"> = {
@@ -292,11 +310,14 @@ function requestHead(c: Context<PublicEnv>, name: string, proto: "http" | "https
     tunnel: name,
     method: c.req.method,
     target: url.pathname + url.search,
-    headers: withForwarded(
-      // `Expect: 100-continue` was already answered by node:http; the origin gets the body directly.
-      endToEndHeaders(c.get("headers")).filter(([key]) => key !== "expect"),
-      { remoteAddr: visitor, proto, host: c.req.header("host") ?? "" },
-    ),
+    headers: [
+      ...withForwarded(
+        // `Expect: 100-continue` was already answered by node:http; the origin gets the body directly.
+        endToEndHeaders(c.get("headers")).filter(([key]) => key !== "expect"),
+        { remoteAddr: visitor, proto, host: c.req.header("host") ?? "" },
+      ),
+      ["via", hop],
+    ],
     remoteAddr: visitor,
     relayAt: Date.now(),
     ...(websocket ? { upgrade: "websocket" as const } : {}),

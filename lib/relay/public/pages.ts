@@ -33,7 +33,8 @@ export type PageCode =
   | "request_timeout"
   | "upgrade_unsupported"
   | "forbidden"
-  | "rate_limited";
+  | "rate_limited"
+  | "loop_detected";
 
 /** A plain-text error page; the body ends in a newline so curl output reads well. */
 export function errorPage(status: number, code: PageCode, message: string): Response {
