@@ -17,7 +17,7 @@
  */
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { TLSSocket as ServerTlsSocket } from "node:tls";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import { withTimeout } from "../shared/async.ts";
 import { MuxConnection } from "./mux.ts";
@@ -41,12 +41,32 @@ export function dialTcp(options: TcpDialOptions): Promise<TunnelConnection> {
   const dial = async () => {
     socket = await openUpgradedSocket(options);
     stage = "TLS handshake";
-    return await tunnelOver(socket, { ...options, transport: "tcp" });
+    return await tunnelOver(jsStream(socket), { ...options, transport: "tcp" });
   };
   return withTimeout(dial(), options.timeoutMs, () => `TCP ${stage}`).catch((error) => {
     socket?.destroy();
     throw error;
   });
+}
+
+/**
+ * `socket` behind a plain JavaScript `Duplex`, for TLS to run over. Given a native socket, Deno's node:tls
+ * upgrades its TCP handle in place, which sometimes loses the first bytes after a socket was read from (the
+ * upgrade's head): both handshakes then wait until they time out (seen under load; denoland/deno#33344 is
+ * the same family). Over a JS stream it runs as over the long-polling carrier, which has never lost one.
+ */
+export function jsStream(socket: Duplex): Duplex {
+  const stream = new Duplex({
+    read: () => void socket.resume(),
+    write: (chunk, _encoding, done) => void socket.write(chunk, done),
+    final: (done) => void socket.end(done),
+    destroy: (error, done) => (socket.destroy(error ?? undefined), done(error)),
+  });
+  socket.on("data", (chunk) => stream.push(chunk) || socket.pause());
+  socket.on("end", () => stream.push(null));
+  socket.on("error", (error) => stream.destroy(error));
+  socket.on("close", () => stream.destroy());
+  return stream;
 }
 
 /**

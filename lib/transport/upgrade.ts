@@ -84,7 +84,8 @@ export async function throughProxy(proxy: ProxyRoute, authority: string): Promis
 
 function openSocket(hostname: string, port: number, label: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: hostname, port });
+    // The multiplexer writes whole frames; Nagle would hold a small one (an ack) for the peer's delayed ACK.
+    const socket = connect({ host: hostname, port }).setNoDelay(true);
     socket.once("connect", () => (socket.off("error", reject), resolve(socket)));
     socket.once("error", (error) => reject(new Error(`cannot reach ${label}: ${error.message}`)));
   });
@@ -120,6 +121,8 @@ function readHead(socket: Socket, label: string): Promise<{ code: number; line: 
 
 /** The relay's answer to a tunnel upgrade; `head` (bytes the client sent past its request) is put back. */
 export function answerUpgrade(socket: Duplex, head: Uint8Array): void {
+  // As on the dialing side (`openSocket`): no Nagle under the multiplexer.
+  (socket as Partial<Socket>).setNoDelay?.(true);
   socket.write(
     `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${TUNNEL_UPGRADE}\r\n\r\n`,
   );
