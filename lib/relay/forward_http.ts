@@ -171,7 +171,7 @@ export function tunnelGone(tunnel: string): Response {
 
 /** The page for a tunnel whose client's link is down and did not come back in time. */
 export function tunnelReconnecting(tunnel: string): Response {
-  return errorPage(503, "tunnel_offline", `The tunnel ${tunnel} is offline; its client is reconnecting.`);
+  return errorPage(503, "tunnel_offline", `The tunnel "${tunnel}" is offline; its client is reconnecting.`);
 }
 
 /** The visitor's page for a client's `error` answer. */
