@@ -41,7 +41,7 @@ async function httpClient(processes: Processes, via: RelayHandle, args: string[]
   return await startClient(processes, via, [String(origin.port), ...args, "--log"]);
 }
 
-/** Passes `stream` on; `reached` settles once `at` bytes went through. */
+/** Passes `stream` on; `reached` settles once `at` bytes went through; `seen()` counts them. */
 function tap(stream: ReadableStream<Uint8Array>, at: number) {
   let seen = 0;
   const reached = Promise.withResolvers<void>();
@@ -54,7 +54,7 @@ function tap(stream: ReadableStream<Uint8Array>, at: number) {
       },
     }),
   );
-  return { passed, reached: reached.promise };
+  return { passed, reached: reached.promise, seen: () => seen };
 }
 
 /** Resident memory of each process now and then, until `stop`: the most each reached. */
@@ -147,6 +147,9 @@ for (const transport of ["quic", "tcp"]) {
         await Promise.all([down.reached, up.reached]);
         const from = client.child.lines.length;
         forwarder.blackHole(true);
+        const atCut = { down: down.seen(), up: up.seen() };
+        console.log(`${transport}: cut at ${atCut.down / MB | 0} MB down, ${atCut.up / MB | 0} MB up`);
+        assert.ok(atCut.down < DOWNLOAD_BYTES && atCut.up < UPLOAD_BYTES, "both were under way at the cut");
         await session.write(encoder.encode("during the cut\n"));
         // Past the idle timeout: the agent gives the link up and tries again while it is still dark.
         await client.child.waitFor(/reconnect/i, { from, timeoutMs: BLACK_HOLE_MS });
