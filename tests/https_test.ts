@@ -270,14 +270,17 @@ Deno.test("ACME over DNS-01: the hook sets and clears the TXT records, and one w
   const dir = await processes.tempDir();
   const calls = join(dir, "hook-calls");
   const hook = join(dir, "dns-hook.sh");
-  // The hook an operator writes for their DNS provider; here, challtestsrv's management API.
+  // The hook an operator writes for their DNS provider; here, challtestsrv's management API. Its clear takes
+  // every value at the name, as many providers' APIs do, and its second set returns 2 s late (a slow DNS API):
+  // the first proof is checked meanwhile, and clearing right after it would take the second's value away.
   await Deno.writeTextFile(
     hook,
     `#!/bin/sh
 set -eu
 echo "$1 $2" >> '${calls}'
 case "$1" in
-  set) printf '{"host": "%s.", "value": "%s"}' "$2" "$3" | curl -sf --data-binary @- '${pebble.management}/set-txt' ;;
+  set) printf '{"host": "%s.", "value": "%s"}' "$2" "$3" | curl -sf --data-binary @- '${pebble.management}/set-txt'
+    if [ -e '${calls}.once' ]; then sleep 2; else touch '${calls}.once'; fi ;;
   clear) printf '{"host": "%s."}' "$2" | curl -sf --data-binary @- '${pebble.management}/clear-txt' ;;
 esac
 `,

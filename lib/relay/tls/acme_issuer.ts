@@ -18,6 +18,9 @@
 import acme from "acme-client";
 import { Agent } from "node:https";
 import type { AcmeStore } from "./acme_store.ts";
+import { getLogger } from "../../shared/log.ts";
+
+const log = getLogger(["reverprox", "tls"]);
 
 /** Longest a DNS hook may take, record propagation included, before the attempt counts as failed. */
 const DNS_HOOK_TIMEOUT_MS = 10 * 60_000;
@@ -59,27 +62,36 @@ export class AcmeIssuer {
       { commonName: names[0], altNames: names },
       await acme.crypto.createPrivateEcdsaKey(),
     );
-    const chain = await this.client.auto({
-      csr,
-      email: this.options.email,
-      termsOfServiceAgreed: true,
-      // The ACME server's own check is the one that counts, and its reason is what gets logged.
-      skipChallengeVerification: true,
-      challengePriority: [this.options.dnsHook ? "dns-01" : "http-01"],
-      challengeCreateFn: (authz, challenge, answer) => this.#open(authz, challenge, answer),
-      challengeRemoveFn: (authz, challenge, answer) => this.#close(authz, challenge, answer),
-    });
-    return { chain, key: String(key) };
+    // DNS-01 records are cleared once the whole order is done: the domain and its wildcard are proven at
+    // the same name, in parallel, and clearing that name after one would take the other's value away
+    // before the ACME server checked it (a hook may well clear every value at the name).
+    const dnsClears: (() => Promise<void>)[] = [];
+    try {
+      const chain = await this.client.auto({
+        csr,
+        email: this.options.email,
+        termsOfServiceAgreed: true,
+        // The ACME server's own check is the one that counts, and its reason is what gets logged.
+        skipChallengeVerification: true,
+        challengePriority: [this.options.dnsHook ? "dns-01" : "http-01"],
+        challengeCreateFn: (authz, challenge, answer) => this.#open(authz, challenge, answer),
+        challengeRemoveFn: (authz, challenge, answer) => {
+          if (challenge.type === "http-01") this.httpAnswers.delete(challenge.token);
+          else dnsClears.push(() => this.#dnsHook("clear", authz, answer));
+          return Promise.resolve();
+        },
+      });
+      return { chain, key: String(key) };
+    } finally {
+      for (const clear of dnsClears) {
+        await clear().catch((error) => log.warn("{error}; the TXT record is left", { error: error.message }));
+      }
+    }
   }
 
   async #open(authz: Authorization, challenge: Challenge, answer: string) {
     if (challenge.type === "http-01") this.httpAnswers.set(challenge.token, answer);
     else await this.#dnsHook("set", authz, answer);
-  }
-
-  async #close(authz: Authorization, challenge: Challenge, answer: string) {
-    if (challenge.type === "http-01") this.httpAnswers.delete(challenge.token);
-    else await this.#dnsHook("clear", authz, answer);
   }
 
   async #dnsHook(action: "set" | "clear", authz: Authorization, value: string) {
