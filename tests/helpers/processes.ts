@@ -17,7 +17,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * `env` without the proxy variables: the machine's proxy (a CI runner's, for its package registries) must
  * not carry a test's traffic to loopback or its own namespaces; a test that wants a proxy sets one.
  */
-function withoutProxies(env: Record<string, string>): Record<string, string> {
+export function withoutProxies(env: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter(([name]) => !/^(https?|all|no)_proxy$/i.test(name)));
 }
 

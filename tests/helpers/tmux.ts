@@ -5,7 +5,7 @@
  * screen is read with `capture-pane`, and the server is killed at the end.
  * @module
  */
-import { ROOT } from "./processes.ts";
+import { ROOT, withoutProxies } from "./processes.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -88,7 +88,12 @@ export class Terminal implements AsyncDisposable {
   }
 
   private async tmux(...args: string[]): Promise<string> {
-    const output = await new Deno.Command("tmux", { args: ["-L", this.#socket, ...args] }).output();
+    // The server it starts passes its environment to the program: without the machine's proxy variables.
+    const output = await new Deno.Command("tmux", {
+      args: ["-L", this.#socket, ...args],
+      env: withoutProxies(Deno.env.toObject()),
+      clearEnv: true,
+    }).output();
     const text = new TextDecoder().decode(output.stdout);
     if (!output.success) {
       throw new Error(`tmux ${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr)}`);
