@@ -35,7 +35,7 @@ import {
   writeTogether,
 } from "../wire/codec.ts";
 import type { FrameOf } from "../wire/protocol.ts";
-import { errorPage } from "./public/pages.ts";
+import { errorPage, reconnectingMessage } from "./public/pages.ts";
 import { deadlineAfter, TimeoutError, withTimeout } from "../shared/async.ts";
 import { validHeaderPairs } from "../shared/headers.ts";
 import { framedResponseHeaders, hasNoBody } from "./public/framing.ts";
@@ -171,7 +171,7 @@ export function tunnelGone(tunnel: string): Response {
 
 /** The page for a tunnel whose client's link is down and did not come back in time. */
 export function tunnelReconnecting(tunnel: string): Response {
-  return errorPage(503, "tunnel_offline", `The tunnel "${tunnel}" is offline; its client is reconnecting.`);
+  return errorPage(503, "tunnel_offline", reconnectingMessage(tunnel));
 }
 
 /** The visitor's page for a client's `error` answer. */

@@ -25,10 +25,9 @@ import type { TunnelGrant } from "../wire/protocol.ts";
 import { HEARTBEAT_MISSES } from "../wire/keepalive.ts";
 import type { QuicServer } from "../transport/quic.ts";
 import type { TunnelConnection, TunnelListener } from "../transport/types.ts";
-import { acceptTcp, jsStream } from "../transport/tcp.ts";
+import { acceptTcp } from "../transport/tcp.ts";
 import { answerUpgrade } from "../transport/upgrade.ts";
 import type { Duplex } from "node:stream";
-import type { Socket } from "node:net";
 import { ResumableConnection } from "../transport/resumable.ts";
 import { getLogger } from "../shared/log.ts";
 import { hostPort } from "../shared/host_port.ts";
@@ -321,11 +320,7 @@ export class Relay {
   #acceptTcp(socket: Duplex, head: Uint8Array) {
     if (this.#draining) return socket.destroy();
     answerUpgrade(socket, head);
-    const { remoteAddress = "unknown", remotePort = 0 } = socket as Partial<Socket>;
-    this.#secureClient(jsStream(socket), {
-      transport: "tcp",
-      peer: { hostname: remoteAddress, port: remotePort },
-    });
+    this.#secureClient(socket, { transport: "tcp" });
   }
 
   /** A long-polling virtual connection: TLS and the multiplexer over it, as over an upgraded TCP socket. */

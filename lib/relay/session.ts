@@ -49,8 +49,6 @@ export type ControlEnd = "goodbye" | "ended" | "silent" | "protocol error";
 
 /** Longest a replaced connection keeps carrying what it had in flight (a long download, a WebSocket). */
 const RETIRE_MAX_MS = 5 * 60_000;
-/** With streams that survive the link, while it is down: how long a new request waits for it before a 503. */
-const LINK_WAIT_MS = 10_000;
 
 export class ClientSession implements TunnelSession {
   readonly id = crypto.randomUUID();
@@ -98,8 +96,9 @@ export class ClientSession implements TunnelSession {
     visitor?: LaneOwner,
   ): Promise<Response> {
     const settled = this.#begin(onSettled);
-    // A lane parked by a lost link would hold the request until the link is back, however long that takes.
-    if (this.conn instanceof ResumableConnection && !await this.conn.linked(LINK_WAIT_MS)) {
+    // A lane parked by a lost link would hold the request until the link is back, however long that takes:
+    // it waits as long as a new stream would, then gets its 503.
+    if (this.conn instanceof ResumableConnection && !await this.conn.linked()) {
       return (settled(), tunnelReconnecting(head.tunnel));
     }
     const lane = await this.#lanes.take(visitor);

@@ -28,7 +28,6 @@
  */
 import * as http from "node:http";
 import * as https from "node:https";
-import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import type { Duplex } from "node:stream";
 import {
   BATCH_MAX_BYTES,
@@ -40,7 +39,7 @@ import {
 } from "./longpoll_wire.ts";
 import { proxyFor } from "./proxy_env.ts";
 import { proxyRoute } from "./proxy.ts";
-import { type ProxyRoute, throughProxy } from "./upgrade.ts";
+import { outerTls, type ProxyRoute, throughProxy } from "./upgrade.ts";
 import { delay } from "../shared/async.ts";
 import { hostPort } from "../shared/host_port.ts";
 
@@ -100,15 +99,14 @@ class ConnectAgent extends https.Agent {
   }
 
   override createConnection(
-    options: ConnectionOptions & { host?: string; port?: number },
+    options: { host?: string; port?: number; servername?: string; ca?: string[] },
     callback: (error: Error | null, socket?: Duplex) => void,
   ): undefined {
     const host = options.host ?? "localhost";
-    throughProxy(this.proxy, hostPort(host, options.port ?? 443)).then((socket) => {
-      const secured = tlsConnect({ socket, servername: options.servername ?? host, ca: options.ca });
-      secured.once("secureConnect", () => callback(null, secured));
-      secured.once("error", (error) => callback(error));
-    }, (error) => callback(error));
+    const authority = hostPort(host, options.port ?? 443);
+    throughProxy(this.proxy, authority)
+      .then((socket) => outerTls(socket, options.servername ?? host, authority, options.ca))
+      .then((secured) => callback(null, secured), (error) => callback(error));
     return undefined;
   }
 }

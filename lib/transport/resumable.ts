@@ -95,13 +95,13 @@ export class ResumableConnection implements TunnelConnection {
     for (const [id, { stream, mine }] of this.#streams) if (mine) this.#resume(physical, id, stream);
   }
 
-  /** Whether a physical connection carries it, waiting up to `ms` for one while the link is down. */
-  async linked(ms: number): Promise<boolean> {
+  /** Whether a physical connection carries it, waiting up to `openWaitMs` for one while the link is down. */
+  async linked(): Promise<boolean> {
     if (this.#open && !this.#physical) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#backWaiters.push(resolve);
-        timer = setTimeout(resolve, ms);
+        timer = setTimeout(resolve, this.openWaitMs);
       });
       clearTimeout(timer);
     }
@@ -110,7 +110,7 @@ export class ResumableConnection implements TunnelConnection {
 
   async openStream(): Promise<TunnelStream | null> {
     // Only waited for when down: a link that just dropped still takes the stream, which resumes on the next.
-    if (!this.#physical) await this.linked(this.openWaitMs);
+    if (!this.#physical) await this.linked();
     const physical = this.#physical;
     if (!physical) return null;
     const id = this.#nextId;

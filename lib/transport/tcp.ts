@@ -18,7 +18,7 @@
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { TLSSocket as ServerTlsSocket } from "node:tls";
 import { Duplex } from "node:stream";
-import type { Socket } from "node:net";
+import { Socket } from "node:net";
 import { withTimeout } from "../shared/async.ts";
 import { MuxConnection } from "./mux.ts";
 import { openUpgradedSocket, type ProxyRoute } from "./upgrade.ts";
@@ -41,7 +41,7 @@ export function dialTcp(options: TcpDialOptions): Promise<TunnelConnection> {
   const dial = async () => {
     socket = await openUpgradedSocket(options);
     stage = "TLS handshake";
-    return await tunnelOver(jsStream(socket), { ...options, transport: "tcp" });
+    return await tunnelOver(socket, { ...options, transport: "tcp" });
   };
   return withTimeout(dial(), options.timeoutMs, () => `TCP ${stage}`).catch((error) => {
     socket?.destroy();
@@ -50,12 +50,14 @@ export function dialTcp(options: TcpDialOptions): Promise<TunnelConnection> {
 }
 
 /**
- * `socket` behind a plain JavaScript `Duplex`, for TLS to run over. Given a native socket, Deno's node:tls
- * upgrades its TCP handle in place, which sometimes loses the first bytes after a socket was read from (the
- * upgrade's head): both handshakes then wait until they time out (seen under load; denoland/deno#33344 is
- * the same family). Over a JS stream it runs as over the long-polling carrier, which has never lost one.
+ * What TLS runs over: a native socket behind a plain JavaScript `Duplex`, other streams as they are. Given
+ * a native socket, Deno's node:tls upgrades its TCP handle in place, which sometimes loses the first bytes
+ * after a socket was read from (the upgrade's head): both handshakes then wait until they time out (seen
+ * under load; denoland/deno#33344 is the same family). Over a JS stream it runs as over the long-polling
+ * carrier, which has never lost one.
  */
-export function jsStream(socket: Duplex): Duplex {
+function tlsCarrier(socket: Duplex): Duplex {
+  if (!(socket instanceof Socket)) return socket;
   const stream = new Duplex({
     read: () => void socket.resume(),
     write: (chunk, _encoding, done) => void socket.write(chunk, done),
@@ -94,7 +96,7 @@ function secure(
 ): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const secured = tlsConnect({
-      socket,
+      socket: tlsCarrier(socket),
       servername: options.serverName,
       ca: [options.caCert],
       ALPNProtocols: [options.alpn],
@@ -118,7 +120,7 @@ export function acceptTcp(
     peer?: { hostname: string; port: number };
   },
 ): Promise<TunnelConnection> {
-  const secured = new ServerTlsSocket(socket as Socket, {
+  const secured = new ServerTlsSocket(tlsCarrier(socket) as Socket, {
     isServer: true,
     cert: options.certChain,
     key: options.key,

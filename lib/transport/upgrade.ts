@@ -57,12 +57,17 @@ export async function openUpgradedSocket(
 }
 
 /**
- * TLS to a public HTTPS port (the relay's, or a proxy's in front of it), trusted like any website: the
- * relay's own TLS runs inside the upgraded connection all the same.
+ * TLS to a public HTTPS port (the relay's, or a proxy's in front of it), trusted like any website (or `ca`):
+ * the relay's own TLS runs inside the upgraded connection all the same; long-polling's requests go over it.
  */
-function outerTls(socket: Socket, hostname: string, authority: string): Promise<Socket> {
+export function outerTls(
+  socket: Socket,
+  hostname: string,
+  authority: string,
+  ca?: string[],
+): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const secured = tlsConnect({ socket, servername: hostname });
+    const secured = tlsConnect({ socket, servername: hostname, ca });
     secured.once("secureConnect", () => (secured.off("error", reject), resolve(secured)));
     secured.once("error", (error) => reject(new Error(`TLS to ${authority} failed: ${error.message}`)));
   });

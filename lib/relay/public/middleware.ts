@@ -34,7 +34,7 @@ import type { Lookup } from "../registry.ts";
 import type { PublicLimits, TunnelSession } from "./app.ts";
 import type { PublicCounters } from "./counters.ts";
 import { FairGate } from "./fair_gate.ts";
-import { PageError, pausedPage } from "./pages.ts";
+import { PageError, pausedPage, reconnectingMessage } from "./pages.ts";
 import { DEBUG_HEADER, DEBUG_PATH, debugIdOf, debugPage } from "../debug_routes.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { PublicBindings } from "./server.ts";
@@ -129,11 +129,7 @@ export function hostRouting(options: {
       throw new PageError(404, "unknown_tunnel", `No tunnel is named "${name}" on this relay.`);
     }
     if (found.state === "offline") {
-      throw new PageError(
-        503,
-        "tunnel_offline",
-        `The tunnel "${name}" is offline; its client is reconnecting.`,
-      );
+      throw new PageError(503, "tunnel_offline", reconnectingMessage(name));
     }
     if (pagePath) return debugPage(name, debugId!, found.debug ?? false, c.get("url").protocol === "https:");
     c.set("tunnel", { name, session: found.session });

@@ -36,6 +36,11 @@ export type PageCode =
   | "rate_limited"
   | "loop_detected";
 
+/** What visitors of a tunnel whose client is reconnecting are told (with 503 `tunnel_offline`). */
+export function reconnectingMessage(tunnel: string): string {
+  return `The tunnel "${tunnel}" is offline; its client is reconnecting.`;
+}
+
 /** A plain-text error page; the body ends in a newline so curl output reads well. */
 export function errorPage(status: number, code: PageCode, message: string): Response {
   return new Response(`${status} ${code.replaceAll("_", " ")}\n${message}\n`, {
